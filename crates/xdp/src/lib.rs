@@ -1,0 +1,1 @@
+//! switchboard-xdp (being written)
