@@ -672,6 +672,15 @@ impl Lab {
         lab_status(&self.name)
     }
 
+    /// Leaves the lab running after this handle is gone (`switchboard lab up`): its
+    /// processes keep running and [`down_by_name`] removes it later from the state file.
+    pub fn keep(self) {
+        let mut inner = self.lock();
+        inner.torn_down = true;
+        // The children run on; their handles are released without waiting.
+        inner.children.clear();
+    }
+
     /// Tears the lab down, reporting anything left behind.
     pub fn down(self) -> Result<()> {
         self.teardown().map(|_| ())
