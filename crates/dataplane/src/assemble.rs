@@ -1,0 +1,148 @@
+//! Turning a [`SwitchConfig`] into a running switch: tables, stages, ports, worker.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Instant;
+
+use tables::{Table, Tables};
+
+use crate::config::{Backend, ConfigError, PortConfig, SwitchConfig};
+use crate::counters::PortCounters;
+use crate::engine::{IdleMode, Worker};
+use crate::port::{Port, PortError};
+use crate::stage::Stage;
+use crate::stages::{arp_forward, forward};
+use crate::switch::{PortInfo, StageInfo, Switch};
+
+/// Names of the stages this build knows, for error messages and the API.
+pub const STAGE_NAMES: &[&str] = &[arp_forward::TABLE, forward::TABLE];
+
+/// A built switch: the shared state and the worker that runs the ports.
+pub struct Assembled {
+    pub switch: Arc<Switch>,
+    pub worker: Worker,
+    pub stop_at_eof: bool,
+}
+
+/// Build a stage by name, creating and registering its tables.
+fn make_stage(
+    name: &str,
+    opts: Option<&toml::Value>,
+    tables: &mut Tables,
+) -> Result<(Box<dyn Stage>, Vec<String>), String> {
+    let mut table = |schema| -> Result<Arc<Table>, String> {
+        let t = Table::new(schema).map_err(|e| e.to_string())?;
+        tables.add(t).map_err(|e| e.to_string())
+    };
+    match name {
+        forward::TABLE => {
+            if opts.is_some() {
+                return Err("stage 'forward' takes no options".into());
+            }
+            let t = table(forward::schema())?;
+            Ok((Box::new(forward::Forward::new(t)), vec![forward::TABLE.into()]))
+        }
+        arp_forward::TABLE => {
+            let cfg: arp_forward::ArpForwardConfig = match opts {
+                Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| e.message().to_string())?,
+                None => Default::default(),
+            };
+            let t = table(arp_forward::schema())?;
+            Ok((Box::new(arp_forward::ArpForward::new(t, cfg)), vec![arp_forward::TABLE.into()]))
+        }
+        other => Err(format!(
+            "unknown stage '{other}' (known: {})",
+            STAGE_NAMES.join(", ")
+        )),
+    }
+}
+
+/// Open the backend of one configured port.
+pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, PortError> {
+    let iface = p.iface.clone().unwrap_or_default();
+    // PORTS-PENDING: backends land from the ports work.
+    let _ = (cfg, iface);
+    Err(PortError::Config { port: p.id, message: format!("backend {:?} not built yet", p.backend) })
+}
+
+/// Build everything from the config, opening the configured ports.
+pub fn assemble(cfg: &SwitchConfig) -> Result<Assembled, ConfigError> {
+    let mut ports = Vec::new();
+    for (i, sp) in cfg.ports.iter().enumerate() {
+        let port = open_port(cfg, sp.get_ref())
+            .map_err(|e| cfg.field_error(sp.span().start, format!("port[{i}]"), e.to_string()))?;
+        ports.push(port);
+    }
+    assemble_with_ports(cfg, ports)
+}
+
+/// Build from the config with ports supplied by the caller (tests use memory ports).
+pub fn assemble_with_ports(
+    cfg: &SwitchConfig,
+    ports: Vec<Box<dyn Port>>,
+) -> Result<Assembled, ConfigError> {
+    let mut tables = Tables::new();
+    let mut stages = Vec::new();
+    let mut pipeline = Vec::new();
+    if cfg.pipeline.stages.is_empty() {
+        return Err(cfg.field_error(0, "pipeline.stages", "the pipeline has no stages"));
+    }
+    for (i, name) in cfg.pipeline.stages.iter().enumerate() {
+        let (st, tnames) = make_stage(name, cfg.stage.get(name), &mut tables)
+            .map_err(|m| cfg.field_error(0, format!("pipeline.stages[{i}]"), m))?;
+        stages.push(st);
+        pipeline.push(StageInfo {
+            name: name.clone(),
+            tables: tnames,
+        });
+    }
+    for name in cfg.stage.keys() {
+        if !cfg.pipeline.stages.contains(name) {
+            return Err(cfg.field_error(0, format!("stage.{name}"), "options for a stage that is not in the pipeline"));
+        }
+    }
+    let mut infos = Vec::new();
+    let mut with_counters = Vec::new();
+    for p in ports {
+        let counters = Arc::new(PortCounters::default());
+        infos.push(PortInfo {
+            id: p.id(),
+            backend: p.backend(),
+            target: p.target().to_string(),
+            counters: Arc::clone(&counters),
+        });
+        with_counters.push((p, counters));
+    }
+    let switch = Switch {
+        tables,
+        ports: infos,
+        pipeline,
+        initial_entries: cfg.entries.iter().map(|e| e.get_ref().clone()).collect(),
+        stop: Arc::new(AtomicBool::new(false)),
+        started: Instant::now(),
+    };
+    // Check each initial entry on its own first, so the error points at its line.
+    for (i, se) in cfg.entries.iter().enumerate() {
+        let ie = se.get_ref();
+        let res = switch
+            .tables
+            .get(&ie.table)
+            .and_then(|t| t.entry_from_json(&ie.entry));
+        if let Err(e) = res {
+            return Err(cfg.field_error(se.span().start, format!("entry[{i}]"), e.to_string()));
+        }
+    }
+    switch
+        .install_initial_entries()
+        .map_err(|e| cfg.field_error(0, "entry", e.to_string()))?;
+    let idle = if cfg.engine.busy_poll {
+        IdleMode::BusyPoll
+    } else {
+        IdleMode::Sleep
+    };
+    Ok(Assembled {
+        switch: Arc::new(switch),
+        worker: Worker::new(with_counters, stages, idle),
+        stop_at_eof: cfg.stop_at_eof(),
+    })
+}

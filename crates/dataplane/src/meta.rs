@@ -1,0 +1,118 @@
+//! What a stage knows and decides about one packet.
+
+use packet::parse::{Headers, ParseError};
+
+/// Why a packet was dropped. Every drop is counted by reason on its ingress port.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DropReason {
+    /// The frame failed to parse (truncated or malformed headers).
+    Parse(ParseError),
+    /// The pipeline accepts IPv4 and ARP only (the seed P4 parser rejects the rest).
+    NotIpv4,
+    /// IPv4 TTL was zero on arrival.
+    TtlZero,
+    /// `forward` had no entry and its default action set no egress.
+    ForwardMiss,
+    /// `arp_forward` had no entry for the target address.
+    ArpMiss,
+    /// No stage chose an egress port.
+    NoEgress,
+    /// A table sent the packet to a port number the switch does not have.
+    UnknownEgressPort,
+}
+
+/// Reasons that are not parse errors, in counter order after the parse reasons.
+const OWN_REASONS: &[DropReason] = &[
+    DropReason::NotIpv4,
+    DropReason::TtlZero,
+    DropReason::ForwardMiss,
+    DropReason::ArpMiss,
+    DropReason::NoEgress,
+    DropReason::UnknownEgressPort,
+];
+
+impl DropReason {
+    /// Number of distinct counters needed for drop reasons.
+    pub fn count() -> usize {
+        ParseError::ALL.len() + OWN_REASONS.len()
+    }
+
+    /// Every reason, in counter order.
+    pub fn all() -> impl Iterator<Item = DropReason> {
+        ParseError::ALL
+            .iter()
+            .map(|e| DropReason::Parse(*e))
+            .chain(OWN_REASONS.iter().copied())
+    }
+
+    /// Stable index into per-reason counter arrays.
+    #[inline]
+    pub fn index(self) -> usize {
+        match self {
+            DropReason::Parse(e) => e as usize,
+            other => {
+                let own = OWN_REASONS.iter().position(|r| *r == other).unwrap_or(0);
+                ParseError::ALL.len() + own
+            }
+        }
+    }
+
+    /// Stable name used in the API and in Prometheus labels.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Parse(e) => e.as_str(),
+            DropReason::NotIpv4 => "not_ipv4",
+            DropReason::TtlZero => "ttl_zero",
+            DropReason::ForwardMiss => "forward_miss",
+            DropReason::ArpMiss => "arp_forward_miss",
+            DropReason::NoEgress => "no_egress",
+            DropReason::UnknownEgressPort => "unknown_egress_port",
+        }
+    }
+}
+
+/// Where the packet goes once the pipeline ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Egress {
+    /// Nothing decided yet; at the end of the pipeline this is a drop (`no_egress`).
+    Unset,
+    /// Out of one switch port.
+    Port(u16),
+    /// A copy out of every port, optionally except the one it came in on.
+    Flood { except_ingress: bool },
+    /// Dropped for a reason.
+    Drop(DropReason),
+}
+
+/// Whether the pipeline goes on to the next stage (P4's `exit` is [`Flow::Exit`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Flow {
+    Continue,
+    Exit,
+}
+
+/// Per-packet metadata: the parsed header offsets plus the pipeline's decision.
+#[derive(Debug, Clone, Copy)]
+pub struct Meta {
+    pub hdr: Headers,
+    pub in_port: u16,
+    pub egress: Egress,
+}
+
+impl Meta {
+    /// Metadata for a freshly parsed packet.
+    pub fn new(hdr: Headers, in_port: u16) -> Meta {
+        Meta {
+            hdr,
+            in_port,
+            egress: Egress::Unset,
+        }
+    }
+
+    /// Drop with `reason` and stop the pipeline.
+    #[inline]
+    pub fn drop_with(&mut self, reason: DropReason) -> Flow {
+        self.egress = Egress::Drop(reason);
+        Flow::Exit
+    }
+}

@@ -1,0 +1,4 @@
+//! Built-in stages, one module each, named as in the seed P4 programs.
+
+pub mod arp_forward;
+pub mod forward;
