@@ -60,9 +60,24 @@ fn make_stage(
 /// Open the backend of one configured port.
 pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, PortError> {
     let iface = p.iface.clone().unwrap_or_default();
-    // PORTS-PENDING: backends land from the ports work.
-    let _ = (cfg, iface);
-    Err(PortError::Config { port: p.id, message: format!("backend {:?} not built yet", p.backend) })
+    Ok(match p.backend {
+        Backend::Afpacket => Box::new(crate::port::afpacket::AfPacketPort::open(
+            p.id,
+            &iface,
+            Default::default(),
+        )?),
+        Backend::Tap if p.create => Box::new(crate::port::tap::TapPort::create(p.id, &iface)?),
+        Backend::Tap => Box::new(crate::port::tap::TapPort::attach(p.id, &iface)?),
+        Backend::Pcap => {
+            let input = p.input.as_ref().map(|f| cfg.resolve(f));
+            let output = p.output.as_ref().map(|f| cfg.resolve(f));
+            Box::new(crate::port::pcap::PcapPort::open(
+                p.id,
+                input.as_deref(),
+                output.as_deref(),
+            )?)
+        }
+    })
 }
 
 /// Build everything from the config, opening the configured ports.
