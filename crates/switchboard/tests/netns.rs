@@ -1,0 +1,297 @@
+//! End to end, as root: the p4containerflow lab built by `switchboard lab up`, real
+//! `ping` and iperf3 through a switchboard switch on AF_PACKET ports, the compat
+//! REST API over HTTP, and entry flips under traffic. Without root every test
+//! prints "SKIPPED: needs root" and returns.
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+fn is_root() -> bool {
+    // SAFETY: no preconditions.
+    unsafe { libc_geteuid() == 0 }
+}
+
+unsafe extern "C" {
+    #[link_name = "geteuid"]
+    fn libc_geteuid() -> u32;
+}
+
+macro_rules! need_root {
+    () => {
+        if !is_root() {
+            eprintln!("SKIPPED: needs root (network namespaces)");
+            return;
+        }
+        for tool in ["ip", "ping", "ethtool"] {
+            if which(tool).is_none() {
+                panic!("'{tool}' is missing: run scripts/ensure-deps.sh");
+            }
+        }
+    };
+}
+
+fn which(tool: &str) -> Option<PathBuf> {
+    std::env::var_os("PATH").and_then(|p| {
+        std::env::split_paths(&p)
+            .map(|d| d.join(tool))
+            .find(|f| f.is_file())
+    })
+}
+
+fn bin() -> &'static str {
+    env!("CARGO_BIN_EXE_switchboard")
+}
+
+fn example(file: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/p4containerflow")
+        .join(file)
+        .canonicalize()
+        .unwrap()
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// The example lab under a test-specific name and API port; removed on drop, also on failure.
+struct TestLab {
+    name: String,
+    api: String,
+    _dir: TempDir,
+}
+
+struct TempDir(PathBuf);
+impl Drop for TempDir {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.0);
+    }
+}
+
+impl TestLab {
+    fn up(name: &str) -> TestLab {
+        let port = free_port();
+        let api = format!("127.0.0.1:{port}");
+        let text = std::fs::read_to_string(example("topology.toml"))
+            .unwrap()
+            .replace("name = \"p4cf\"", &format!("name = \"{name}\""))
+            .replace("config = \"switch.toml\"", &format!("config = \"{}\"", example("switch.toml").display()))
+            .replace("api = \"127.0.0.1:5000\"", &format!("api = \"{api}\""));
+        let dir = std::env::temp_dir().join(format!("sb-test-{name}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let topo = dir.join("topology.toml");
+        std::fs::write(&topo, text).unwrap();
+        let lab = TestLab {
+            name: name.to_string(),
+            api,
+            _dir: TempDir(dir),
+        };
+        let out = Command::new(bin())
+            .args(["lab", "up", "--replace"])
+            .arg(&topo)
+            .output()
+            .unwrap();
+        assert!(
+            out.status.success(),
+            "lab up failed: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        lab
+    }
+
+    fn exec(&self, node: &str, argv: &[&str]) -> Output {
+        Command::new("ip")
+            .args(["netns", "exec", &format!("sb-{}-{node}", self.name)])
+            .args(argv)
+            .output()
+            .unwrap()
+    }
+
+    fn ok(&self, node: &str, argv: &[&str]) -> String {
+        let o = self.exec(node, argv);
+        assert!(o.status.success(), "{node}: {argv:?}: {}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// (transmitted, received) of a ping run from the client.
+    fn ping(&self, dst: &str, count: u32, interval: &str) -> (u32, u32) {
+        let o = self.exec(
+            "client",
+            &["ping", "-n", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", dst],
+        );
+        let text = String::from_utf8_lossy(&o.stdout);
+        let line = text
+            .lines()
+            .find(|l| l.contains("packets transmitted"))
+            .unwrap_or_else(|| panic!("no ping summary: {text}"));
+        let n: Vec<u32> = line
+            .split(|c: char| !c.is_ascii_digit())
+            .filter_map(|t| t.parse().ok())
+            .collect();
+        (n[0], n[1])
+    }
+
+    fn post(&self, path: &str, body: &str) -> (u16, Value) {
+        let agent = ureq::Agent::new_with_config(
+            ureq::Agent::config_builder()
+                .http_status_as_error(false)
+                .timeout_global(Some(Duration::from_secs(5)))
+                .build(),
+        );
+        let mut r = agent
+            .post(&format!("http://{}{path}", self.api))
+            .header("content-type", "application/json")
+            .send(body)
+            .unwrap();
+        let status = r.status().as_u16();
+        let v = r.body_mut().read_json::<Value>().unwrap_or(Value::Null);
+        (status, v)
+    }
+
+    fn get(&self, path: &str) -> Value {
+        ureq::get(&format!("http://{}{path}", self.api))
+            .call()
+            .unwrap()
+            .body_mut()
+            .read_json()
+            .unwrap()
+    }
+
+    fn tx(&self, port: u64) -> u64 {
+        let v = self.get(&format!("/api/v1/ports/{port}"));
+        v["counters"]["tx_packets"].as_u64().unwrap()
+    }
+}
+
+impl Drop for TestLab {
+    fn drop(&mut self) {
+        let out = Command::new(bin()).args(["lab", "down", &self.name]).output();
+        if let Ok(o) = out {
+            if !o.status.success() {
+                eprintln!("lab down {}: {}", self.name, String::from_utf8_lossy(&o.stderr));
+            }
+        }
+    }
+}
+
+#[test]
+fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
+    need_root!();
+    let lab = TestLab::up("tfwd");
+    // Entries from switch.toml: .2 -> 140 with the server MAC, .100 -> 132.
+    let (tx, rx) = lab.ping("192.168.12.2", 5, "0.05");
+    assert_eq!((tx, rx), (5, 5), "ping through the switch");
+    let tx140 = lab.tx(140);
+    assert!(tx140 >= 5, "port 140 sent the echo requests: {tx140}");
+
+    // A TCP transfer through the switch: iperf3 if present, else a bash /dev/tcp stream.
+    if which("iperf3").is_some() {
+        let server = Command::new("ip")
+            .args(["netns", "exec", "sb-tfwd-lakewood", "iperf3", "-s", "-1", "-B", "192.168.12.2"])
+            .spawn()
+            .unwrap();
+        let mut result = Value::Null;
+        for _ in 0..30 {
+            std::thread::sleep(Duration::from_millis(100));
+            let o = lab.exec("client", &["iperf3", "-c", "192.168.12.2", "-t", "1", "-J"]);
+            result = serde_json::from_slice(&o.stdout).unwrap_or(Value::Null);
+            if result.pointer("/end/sum_received/bytes").is_some() {
+                break;
+            }
+        }
+        let mut server = server;
+        let _ = server.kill();
+        let _ = server.wait();
+        let bytes = result.pointer("/end/sum_received/bytes").and_then(Value::as_u64);
+        assert!(bytes.unwrap_or(0) > 1_000_000, "iperf3 moved too little: {result}");
+    }
+
+    // With no entry nothing arrives.
+    let (s, v) = lab.post("/cleanup", "{}");
+    assert_eq!((s, v["status"].as_str()), (200, Some("success")));
+    let (_, rx) = lab.ping("192.168.12.2", 3, "0.1");
+    assert_eq!(rx, 0, "no entry, no delivery");
+    let drops = lab.get("/api/v1/ports/132");
+    assert!(drops["counters"]["drops"]["forward_miss"].as_u64().unwrap_or(0) >= 3, "{drops}");
+
+    // Program like the controller, then move .2 to loveland.
+    assert_eq!(lab.post("/reinitialize", "{}").0, 200);
+    assert_eq!(lab.ping("192.168.12.2", 3, "0.05").1, 3);
+    lab.ok("lakewood", &["ip", "addr", "del", "192.168.12.2/24", "dev", "eth0"]);
+    lab.ok("loveland", &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"]);
+    assert_eq!(lab.ping("192.168.12.2", 2, "0.1").1, 0, "still pointing at lakewood");
+    let (s, v) = lab.post(
+        "/updateForward",
+        r#"{"ipv4":"192.168.12.2","sw_port":148,"dst_mac":"02:42:c0:a8:0c:02"}"#,
+    );
+    assert_eq!((s, v.clone()), (200, json!({"status":"success"})));
+    let (t140, t148) = (lab.tx(140), lab.tx(148));
+    assert_eq!(lab.ping("192.168.12.2", 5, "0.05"), (5, 5));
+    assert!(lab.tx(148) >= t148 + 5, "delivery moved to port 148");
+    assert_eq!(lab.tx(140), t140, "nothing more to port 140");
+}
+
+#[test]
+fn compat_endpoints_over_http_including_bad_input() {
+    need_root!();
+    let lab = TestLab::up("tapi");
+    let cases: &[(&str, &str, u16, &str)] = &[
+        ("/addForward", "{not json", 400, ""),
+        ("/addForward", r#"{"port":140}"#, 400, "Missing parameters"),
+        ("/addForward", r#"{"dst_addr":"192.168.12.300","port":140}"#, 400, "dst_addr"),
+        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":999}"#, 400, "999"),
+        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148,"dst_mac":"zz"}"#, 400, "dst_mac"),
+        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148}"#, 200, ""),
+        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148}"#, 400, ""),
+        ("/updateForward", r#"{"ipv4":"192.168.12.7"}"#, 400, "Missing parameters"),
+        ("/updateForward", r#"{"ipv4":"192.168.12.8","sw_port":140}"#, 400, ""),
+        ("/updateForward", r#"{"ipv4":"192.168.12.7","sw_port":140}"#, 200, ""),
+        ("/addArpForward", r#"{"target_ip":"192.168.12.9","port":140}"#, 200, ""),
+        ("/addArpForward", r#"{"target_ip":"192.168.12.9"}"#, 400, "Missing parameters"),
+        ("/cleanup", "{}", 200, ""),
+        ("/reinitialize", "{}", 200, ""),
+    ];
+    for (path, body, status, needle) in cases {
+        let (s, v) = lab.post(path, body);
+        assert_eq!(s, *status, "{path} {body} -> {v}");
+        if *status == 200 {
+            assert_eq!(v["status"], "success", "{path} {body} -> {v}");
+        } else {
+            let msg = v["error"].as_str().unwrap_or_else(|| panic!("{path} {body}: no error field: {v}"));
+            assert!(msg.contains(needle), "{path} {body}: '{msg}' should name '{needle}'");
+        }
+    }
+    // The switch kept forwarding through all of it.
+    assert_eq!(lab.ping("192.168.12.2", 3, "0.05"), (3, 3));
+}
+
+#[test]
+fn flipping_entries_under_traffic_loses_nothing() {
+    need_root!();
+    let lab = TestLab::up("tflip");
+    // Both servers hold .2, so .2 has a working entry before and after every flip.
+    lab.ok("loveland", &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"]);
+    let flips = 1000;
+    let count = 4000;
+    std::thread::scope(|s| {
+        let pinger = s.spawn(|| lab.ping("192.168.12.2", count, "0.001"));
+        std::thread::sleep(Duration::from_millis(200));
+        for i in 0..flips {
+            let port = if i % 2 == 0 { 148 } else { 140 };
+            let (st, v) = lab.post(
+                "/updateForward",
+                &format!(r#"{{"ipv4":"192.168.12.2","sw_port":{port},"dst_mac":"02:42:c0:a8:0c:02"}}"#),
+            );
+            assert_eq!(st, 200, "flip {i}: {v}");
+        }
+        let (tx, rx) = pinger.join().unwrap();
+        eprintln!("{flips} flips during {tx} pings: {rx} replies");
+        assert_eq!(tx, count);
+        assert_eq!(rx, tx, "{} echo requests or replies lost during entry flips", tx - rx);
+    });
+}

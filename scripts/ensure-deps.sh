@@ -1,0 +1,32 @@
+#!/usr/bin/env bash
+# Install what switchboard's demo, lab and tests need beyond the Rust toolchain,
+# on Debian, only when something is missing. Safe to run again.
+set -euo pipefail
+
+need=()
+have() { command -v "$1" >/dev/null 2>&1; }
+have ip       || need+=(iproute2)
+have ping     || need+=(iputils-ping)
+have arping   || need+=(iputils-arping)
+have iperf3   || need+=(iperf3)
+have ethtool  || need+=(ethtool)
+have curl     || need+=(curl)
+have tcpdump  || need+=(tcpdump)
+have ps       || need+=(procps)
+have ovs-vswitchd || need+=(openvswitch-switch)
+
+if [ ${#need[@]} -eq 0 ]; then
+  exit 0
+fi
+if [ "$(id -u)" -ne 0 ]; then
+  echo "ensure-deps: missing packages: ${need[*]} (run as root to install them)" >&2
+  exit 0
+fi
+echo "ensure-deps: installing ${need[*]}" >&2
+export DEBIAN_FRONTEND=noninteractive
+apt-get update -qq
+apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null
+# The Open vSwitch package starts its own daemons; the benchmark runs private ones.
+if systemctl is-active --quiet openvswitch-switch 2>/dev/null; then
+  systemctl stop openvswitch-switch 2>/dev/null || true
+fi
