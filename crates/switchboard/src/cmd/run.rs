@@ -71,7 +71,9 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
         .join()
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))??;
     if let Some(s) = server {
-        s.stop();
+        if let Err(e) = s.stop() {
+            tracing::warn!("stopping the REST API: {e}");
+        }
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
