@@ -40,15 +40,24 @@ fn make_stage(
                 return Err("stage 'forward' takes no options".into());
             }
             let t = table(forward::schema())?;
-            Ok((Box::new(forward::Forward::new(t)), vec![forward::TABLE.into()]))
+            Ok((
+                Box::new(forward::Forward::new(t)),
+                vec![forward::TABLE.into()],
+            ))
         }
         arp_forward::TABLE => {
             let cfg: arp_forward::ArpForwardConfig = match opts {
-                Some(v) => v.clone().try_into().map_err(|e: toml::de::Error| e.message().to_string())?,
+                Some(v) => v
+                    .clone()
+                    .try_into()
+                    .map_err(|e: toml::de::Error| e.message().to_string())?,
                 None => Default::default(),
             };
             let t = table(arp_forward::schema())?;
-            Ok((Box::new(arp_forward::ArpForward::new(t, cfg)), vec![arp_forward::TABLE.into()]))
+            Ok((
+                Box::new(arp_forward::ArpForward::new(t, cfg)),
+                vec![arp_forward::TABLE.into()],
+            ))
         }
         other => Err(format!(
             "unknown stage '{other}' (known: {})",
@@ -113,7 +122,11 @@ pub fn assemble_with_ports(
     }
     for name in cfg.stage.keys() {
         if !cfg.pipeline.stages.contains(name) {
-            return Err(cfg.field_error(0, format!("stage.{name}"), "options for a stage that is not in the pipeline"));
+            return Err(cfg.field_error(
+                0,
+                format!("stage.{name}"),
+                "options for a stage that is not in the pipeline",
+            ));
         }
     }
     let mut infos = Vec::new();

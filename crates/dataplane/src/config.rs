@@ -162,10 +162,7 @@ impl SwitchConfig {
     /// Parse config text; `path` names it in errors and anchors relative paths.
     pub fn parse(text: &str, path: &Path) -> Result<SwitchConfig, ConfigError> {
         let mut cfg: SwitchConfig = toml::from_str(text).map_err(|e| {
-            let (line, column) = e
-                .span()
-                .map(|s| line_col(text, s.start))
-                .unwrap_or((0, 0));
+            let (line, column) = e.span().map(|s| line_col(text, s.start)).unwrap_or((0, 0));
             ConfigError::Syntax {
                 file: path.display().to_string(),
                 line,
@@ -180,7 +177,12 @@ impl SwitchConfig {
     }
 
     /// An error about `field`, located at the byte offset `at` of the file.
-    pub fn field_error(&self, at: usize, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+    pub fn field_error(
+        &self,
+        at: usize,
+        field: impl Into<String>,
+        message: impl Into<String>,
+    ) -> ConfigError {
         ConfigError::Field {
             file: self.file.display().to_string(),
             line: line_col(&self.text, at).0,
@@ -201,7 +203,11 @@ impl SwitchConfig {
     /// True when the engine should stop once inputs are exhausted.
     pub fn stop_at_eof(&self) -> bool {
         self.engine.stop_at_eof.unwrap_or_else(|| {
-            !self.ports.is_empty() && self.ports.iter().all(|p| p.get_ref().backend == Backend::Pcap)
+            !self.ports.is_empty()
+                && self
+                    .ports
+                    .iter()
+                    .all(|p| p.get_ref().backend == Backend::Pcap)
         })
     }
 
@@ -211,21 +217,35 @@ impl SwitchConfig {
             let p = sp.get_ref();
             let at = sp.span().start;
             if !seen.insert(p.id) {
-                return Err(self.field_error(at, format!("port[{i}].id"), format!("port {} is declared twice", p.id)));
+                return Err(self.field_error(
+                    at,
+                    format!("port[{i}].id"),
+                    format!("port {} is declared twice", p.id),
+                ));
             }
             match p.backend {
                 Backend::Afpacket | Backend::Tap if p.iface.as_deref().unwrap_or("").is_empty() => {
-                    return Err(self.field_error(at, format!("port[{i}].iface"), "required for this backend"));
+                    return Err(self.field_error(
+                        at,
+                        format!("port[{i}].iface"),
+                        "required for this backend",
+                    ));
                 }
                 Backend::Pcap if p.input.is_none() && p.output.is_none() => {
-                    return Err(self.field_error(at, format!("port[{i}].input"), "a pcap port needs input, output or both"));
+                    return Err(self.field_error(
+                        at,
+                        format!("port[{i}].input"),
+                        "a pcap port needs input, output or both",
+                    ));
                 }
                 _ => {}
             }
-            if let Some(name) = &p.iface {
-                if name.len() > 15 {
-                    return Err(self.field_error(at, format!("port[{i}].iface"), format!("'{name}' is longer than 15 characters")));
-                }
+            if let Some(name) = p.iface.as_ref().filter(|n| n.len() > 15) {
+                return Err(self.field_error(
+                    at,
+                    format!("port[{i}].iface"),
+                    format!("'{name}' is longer than 15 characters"),
+                ));
             }
         }
         Ok(())

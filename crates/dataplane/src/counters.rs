@@ -25,7 +25,9 @@ impl Default for PortCounters {
             tx_packets: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             tx_dropped: AtomicU64::new(0),
-            drops: (0..DropReason::count()).map(|_| AtomicU64::new(0)).collect(),
+            drops: (0..DropReason::count())
+                .map(|_| AtomicU64::new(0))
+                .collect(),
         }
     }
 }
@@ -62,7 +64,9 @@ impl PortCounters {
 
     /// Drops so far for one reason.
     pub fn drops(&self, reason: DropReason) -> u64 {
-        self.drops.get(reason.index()).map_or(0, |c| c.load(Relaxed))
+        self.drops
+            .get(reason.index())
+            .map_or(0, |c| c.load(Relaxed))
     }
 
     /// Read every counter.

@@ -62,7 +62,10 @@ impl Worker {
         for (i, p) in ports.iter().enumerate() {
             slot[usize::from(p.id())] = (i + 1) as u16;
         }
-        let tx = ports.iter().map(|_| Vec::with_capacity(RX_BATCH * 4)).collect();
+        let tx = ports
+            .iter()
+            .map(|_| Vec::with_capacity(RX_BATCH * 4))
+            .collect();
         Worker {
             ports,
             counters,
@@ -78,7 +81,11 @@ impl Worker {
 
     /// Run until `stop` is set, or until every finite input (pcap) is exhausted
     /// when `stop_at_eof` is true. Output is flushed before returning.
-    pub fn run(&mut self, stop: &AtomicBool, stop_at_eof: bool) -> Result<WorkerSummary, PortError> {
+    pub fn run(
+        &mut self,
+        stop: &AtomicBool,
+        stop_at_eof: bool,
+    ) -> Result<WorkerSummary, PortError> {
         while !stop.load(Relaxed) {
             let n = self.poll_once()?;
             if n == 0 {

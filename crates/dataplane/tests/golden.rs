@@ -52,8 +52,13 @@ action = "set_egress_port"
 params = { port = 132 }
 "#;
 
+/// Frames written per port.
+type PortFrames = Vec<(u16, Vec<Vec<u8>>)>;
+
 fn case_dir(case: &str) -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/golden").join(case)
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/golden")
+        .join(case)
 }
 
 fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
@@ -69,7 +74,10 @@ fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
 fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
     let mut p = PcapOutPort::create(0, path).unwrap();
     let mut pool = Pool::new(8);
-    let mut batch: Vec<PacketBuf> = frames.iter().map(|f| PacketBuf::from_slice(f).unwrap()).collect();
+    let mut batch: Vec<PacketBuf> = frames
+        .iter()
+        .map(|f| PacketBuf::from_slice(f).unwrap())
+        .collect();
     p.tx_batch(&mut pool, &mut batch).unwrap();
     p.flush().unwrap();
 }
@@ -80,7 +88,7 @@ fn run_case(
     case: &str,
     extra: &str,
     inputs: &[(u16, Vec<Vec<u8>>)],
-) -> (Vec<(u16, Vec<Vec<u8>>)>, std::sync::Arc<dataplane::Switch>) {
+) -> (PortFrames, std::sync::Arc<dataplane::Switch>) {
     let dir = case_dir(case);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     if update {
@@ -99,7 +107,10 @@ fn run_case(
         if input.exists() {
             cfg.push_str(&format!("input = \"{}\"\n", input.display()));
         }
-        cfg.push_str(&format!("output = \"{}\"\n", out.join(format!("out-{port}.pcap")).display()));
+        cfg.push_str(&format!(
+            "output = \"{}\"\n",
+            out.join(format!("out-{port}.pcap")).display()
+        ));
     }
     let cfg = SwitchConfig::parse(&cfg, &out.join("switch.toml")).unwrap();
     assert!(cfg.stop_at_eof());
@@ -113,9 +124,17 @@ fn run_case(
             std::fs::copy(&got, &expected).unwrap();
         }
         let got_bytes = std::fs::read(&got).unwrap();
-        let want_bytes = std::fs::read(&expected)
-            .unwrap_or_else(|e| panic!("{}: {e} (run with UPDATE_GOLDEN=1 to create)", expected.display()));
-        assert!(got_bytes == want_bytes, "case {case}: port {port} output differs from {}", expected.display());
+        let want_bytes = std::fs::read(&expected).unwrap_or_else(|e| {
+            panic!(
+                "{}: {e} (run with UPDATE_GOLDEN=1 to create)",
+                expected.display()
+            )
+        });
+        assert!(
+            got_bytes == want_bytes,
+            "case {case}: port {port} output differs from {}",
+            expected.display()
+        );
         results.push((port, read_pcap(&got)));
     }
     let _ = std::fs::remove_dir_all(&out);
@@ -128,32 +147,97 @@ fn frames_of(r: &[(u16, Vec<Vec<u8>>)], port: u16) -> &Vec<Vec<u8>> {
 
 #[test]
 fn golden_forward() {
-    let to_server = build::udp_ipv4(CLIENT_MAC, ANY_MAC, CLIENT, SERVER, 40000, 8080, b"to server");
-    let to_client = build::udp_ipv4(SERVER_MAC, CLIENT_MAC, SERVER, CLIENT, 8080, 40000, b"to client");
-    let to_nobody = build::udp_ipv4(CLIENT_MAC, ANY_MAC, CLIENT, Ipv4Addr::new(10, 9, 9, 9), 1, 2, b"miss");
+    let to_server = build::udp_ipv4(
+        CLIENT_MAC,
+        ANY_MAC,
+        CLIENT,
+        SERVER,
+        40000,
+        8080,
+        b"to server",
+    );
+    let to_client = build::udp_ipv4(
+        SERVER_MAC,
+        CLIENT_MAC,
+        SERVER,
+        CLIENT,
+        8080,
+        40000,
+        b"to client",
+    );
+    let to_nobody = build::udp_ipv4(
+        CLIENT_MAC,
+        ANY_MAC,
+        CLIENT,
+        Ipv4Addr::new(10, 9, 9, 9),
+        1,
+        2,
+        b"miss",
+    );
     let mut ttl0 = to_server.clone();
     ttl0[14 + 8] = 0;
-    let v6 = build::udp_ipv6(CLIENT_MAC, ANY_MAC, "fd00::1".parse().unwrap(), "fd00::2".parse().unwrap(), 1, 2, b"v6");
-    let tcp = build::tcp_ipv4(CLIENT_MAC, ANY_MAC, CLIENT, SERVER, 40001, 8080, 1, 0, packet::wire::tcp::Flags::SYN, b"tcp payload");
+    let v6 = build::udp_ipv6(
+        CLIENT_MAC,
+        ANY_MAC,
+        "fd00::1".parse().unwrap(),
+        "fd00::2".parse().unwrap(),
+        1,
+        2,
+        b"v6",
+    );
+    let tcp = build::tcp_ipv4(
+        CLIENT_MAC,
+        ANY_MAC,
+        CLIENT,
+        SERVER,
+        40001,
+        8080,
+        1,
+        0,
+        packet::wire::tcp::Flags::SYN,
+        b"tcp payload",
+    );
     let (r, sw) = run_case(
         "forward",
         "",
         &[
-            (132, vec![to_server.clone(), to_nobody, ttl0, v6, tcp.clone(), to_server[..20].to_vec()]),
+            (
+                132,
+                vec![
+                    to_server.clone(),
+                    to_nobody,
+                    ttl0,
+                    v6,
+                    tcp.clone(),
+                    to_server[..20].to_vec(),
+                ],
+            ),
             (140, vec![to_client.clone()]),
         ],
     );
     let p140 = frames_of(&r, 140);
     assert_eq!(p140.len(), 2, "the UDP and the TCP frame to .2");
     for f in p140 {
-        assert_eq!(&f[0..6], &SERVER_MAC.0, "set_egress_port_with_mac rewrote the dst MAC");
+        assert_eq!(
+            &f[0..6],
+            &SERVER_MAC.0,
+            "set_egress_port_with_mac rewrote the dst MAC"
+        );
     }
     assert_eq!(&p140[0][6..], &to_server[6..]);
     assert_eq!(&p140[1][6..], &tcp[6..]);
-    assert_eq!(frames_of(&r, 132), &vec![to_client], "set_egress_port leaves the frame as is");
+    assert_eq!(
+        frames_of(&r, 132),
+        &vec![to_client],
+        "set_egress_port leaves the frame as is"
+    );
     assert!(frames_of(&r, 148).is_empty());
     let c = sw.port(132).unwrap().counters.clone();
-    assert_eq!(c.drops(DropReason::ForwardMiss), 1, "default action NoAction drops");
+    assert_eq!(
+        c.drops(DropReason::ForwardMiss),
+        1,
+        "default action NoAction drops"
+    );
     assert_eq!(c.drops(DropReason::TtlZero), 1);
     assert_eq!(c.drops(DropReason::NotIpv4), 1);
     assert_eq!(c.snapshot().rx_dropped, 4, "plus one truncated frame");
@@ -168,12 +252,22 @@ fn golden_arp_forward() {
     let (r, sw) = run_case(
         "arp_forward",
         "",
-        &[(132, vec![req.clone(), unknown]), (148, vec![garp.clone(), reply.clone()])],
+        &[
+            (132, vec![req.clone(), unknown]),
+            (148, vec![garp.clone(), reply.clone()]),
+        ],
     );
     // Round order: port 132's batch, then port 148's, so 140 sees req then the flooded GARP.
     assert_eq!(frames_of(&r, 140), &vec![req, garp.clone()]);
-    assert_eq!(frames_of(&r, 132), &vec![garp, reply], "GARP flooded, reply steered by TPA");
-    assert!(frames_of(&r, 148).is_empty(), "never back out of the ingress port");
+    assert_eq!(
+        frames_of(&r, 132),
+        &vec![garp, reply],
+        "GARP flooded, reply steered by TPA"
+    );
+    assert!(
+        frames_of(&r, 148).is_empty(),
+        "never back out of the ingress port"
+    );
     assert_eq!(sw.port(132).unwrap().counters.drops(DropReason::ArpMiss), 1);
 }
 
@@ -185,6 +279,10 @@ fn golden_arp_forward_upstream_mode() {
         "[stage.arp_forward]\nflood_gratuitous = false\n",
         &[(148, vec![garp.clone()])],
     );
-    assert_eq!(frames_of(&r, 140), &vec![garp], "steered to .2's recorded port only");
+    assert_eq!(
+        frames_of(&r, 140),
+        &vec![garp],
+        "steered to .2's recorded port only"
+    );
     assert!(frames_of(&r, 132).is_empty() && frames_of(&r, 148).is_empty());
 }

@@ -47,7 +47,8 @@ struct Rig {
 
 impl Rig {
     fn new(extra: &str) -> Rig {
-        let cfg = SwitchConfig::parse(&format!("{CONFIG}\n{extra}"), Path::new("test.toml")).unwrap();
+        let cfg =
+            SwitchConfig::parse(&format!("{CONFIG}\n{extra}"), Path::new("test.toml")).unwrap();
         let mut ports: Vec<Box<dyn Port>> = Vec::new();
         let mut handles = Vec::new();
         for id in [132, 140, 148] {
@@ -80,7 +81,15 @@ impl Rig {
 }
 
 fn udp_to(dst: Ipv4Addr) -> Vec<u8> {
-    build::udp_ipv4(CLIENT_MAC, SWITCH_MAC, CLIENT, dst, 40000, 8080, b"hello switchboard")
+    build::udp_ipv4(
+        CLIENT_MAC,
+        SWITCH_MAC,
+        CLIENT,
+        dst,
+        40000,
+        8080,
+        b"hello switchboard",
+    )
 }
 
 #[test]
@@ -91,7 +100,11 @@ fn set_egress_port_with_mac_forwards_and_rewrites_the_destination_mac() {
     let out = r.sent(140);
     assert_eq!(out.len(), 1);
     assert_eq!(&out[0][0..6], &SERVER_MAC.0);
-    assert_eq!(&out[0][6..], &frame[6..], "only the destination MAC changes");
+    assert_eq!(
+        &out[0][6..],
+        &frame[6..],
+        "only the destination MAC changes"
+    );
     assert!(r.sent(132).is_empty() && r.sent(148).is_empty());
     let c = r.sw.port(140).unwrap().counters.snapshot();
     assert_eq!((c.tx_packets, c.tx_bytes), (1, frame.len() as u64));
@@ -107,7 +120,9 @@ fn set_egress_port_with_mac_forwards_and_rewrites_the_destination_mac() {
 #[test]
 fn set_egress_port_leaves_the_frame_untouched() {
     let mut r = Rig::new("");
-    let frame = build::udp_ipv4(SERVER_MAC, CLIENT_MAC, SERVER, CLIENT, 8080, 40000, b"reply");
+    let frame = build::udp_ipv4(
+        SERVER_MAC, CLIENT_MAC, SERVER, CLIENT, 8080, 40000, b"reply",
+    );
     r.send(140, &frame);
     assert_eq!(r.sent(132), vec![frame]);
 }
@@ -149,7 +164,10 @@ fn arp_is_steered_by_target_address_and_unknown_targets_are_dropped() {
     r.send(132, &req);
     assert_eq!(r.sent(140), vec![req]);
     assert!(r.sent(148).is_empty());
-    r.send(132, &build::arp_request(CLIENT_MAC, CLIENT, Ipv4Addr::new(192, 168, 12, 9)));
+    r.send(
+        132,
+        &build::arp_request(CLIENT_MAC, CLIENT, Ipv4Addr::new(192, 168, 12, 9)),
+    );
     assert_eq!(r.drops(132, DropReason::ArpMiss), 1);
     assert!(r.ports.iter().all(|(_, h)| h.take_sent().is_empty()));
 }
@@ -169,7 +187,11 @@ fn gratuitous_arp_follows_upstream_steering_when_the_fix_is_off() {
     let mut r = Rig::new("[stage.arp_forward]\nflood_gratuitous = false\n");
     let garp = build::gratuitous_arp(SERVER_MAC, SERVER);
     r.send(148, &garp);
-    assert_eq!(r.sent(140), vec![garp], "steered to the recorded port of .2");
+    assert_eq!(
+        r.sent(140),
+        vec![garp],
+        "steered to the recorded port of .2"
+    );
     assert!(r.sent(132).is_empty() && r.sent(148).is_empty());
 }
 
@@ -263,19 +285,35 @@ fn config_errors_name_the_file_line_and_field() {
     let cfg = SwitchConfig::parse(&bad_entry, Path::new("sw.toml")).unwrap();
     let err = assemble_with_ports(&cfg, vec![]).err().unwrap().to_string();
     assert!(err.starts_with("sw.toml:"), "{err}");
-    assert!(err.contains("entry[3]") && err.contains("192.168.12.300"), "{err}");
+    assert!(
+        err.contains("entry[3]") && err.contains("192.168.12.300"),
+        "{err}"
+    );
     let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();
-    assert_eq!(bad_entry.lines().nth(line - 1).unwrap(), "[[entry]]", "{err}");
+    assert_eq!(
+        bad_entry.lines().nth(line - 1).unwrap(),
+        "[[entry]]",
+        "{err}"
+    );
 
-    let err = SwitchConfig::parse("[pipeline]\nstages = [\"forward\"]\nbogus = 1\n", Path::new("x.toml"))
-        .err()
-        .unwrap()
-        .to_string();
-    assert!(err.starts_with("x.toml:3:") && err.contains("bogus"), "{err}");
+    let err = SwitchConfig::parse(
+        "[pipeline]\nstages = [\"forward\"]\nbogus = 1\n",
+        Path::new("x.toml"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.starts_with("x.toml:3:") && err.contains("bogus"),
+        "{err}"
+    );
 
     let cfg = SwitchConfig::parse("[pipeline]\nstages = [\"fwd\"]\n", Path::new("y.toml")).unwrap();
     let err = assemble_with_ports(&cfg, vec![]).err().unwrap().to_string();
-    assert!(err.contains("pipeline.stages[0]") && err.contains("unknown stage 'fwd'"), "{err}");
+    assert!(
+        err.contains("pipeline.stages[0]") && err.contains("unknown stage 'fwd'"),
+        "{err}"
+    );
 
     let err = SwitchConfig::parse(
         "[pipeline]\nstages = [\"forward\"]\n[[port]]\nid = 1\nbackend = \"afpacket\"\n",
@@ -284,5 +322,8 @@ fn config_errors_name_the_file_line_and_field() {
     .err()
     .unwrap()
     .to_string();
-    assert!(err.contains("port[0].iface") && err.contains("z.toml:3"), "{err}");
+    assert!(
+        err.contains("port[0].iface") && err.contains("z.toml:3"),
+        "{err}"
+    );
 }

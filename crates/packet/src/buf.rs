@@ -235,7 +235,10 @@ mod tests {
     #[test]
     fn oversize_frames_are_refused() {
         assert!(PacketBuf::from_slice(&vec![0u8; MAX_FRAME + 1]).is_none());
-        assert_eq!(PacketBuf::from_slice(&vec![7u8; MAX_FRAME]).unwrap().len(), MAX_FRAME);
+        assert_eq!(
+            PacketBuf::from_slice(&vec![7u8; MAX_FRAME]).unwrap().len(),
+            MAX_FRAME
+        );
     }
 
     #[test]

@@ -7,7 +7,11 @@ mod cmd;
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(name = "switchboard", version, about = "A fast user-space software switch and router")]
+#[command(
+    name = "switchboard",
+    version,
+    about = "A fast user-space software switch and router"
+)]
 struct Cli {
     /// Log filter (tracing env-filter syntax), e.g. "info" or "dataplane=debug".
     #[arg(long, global = true, default_value = "info", env = "SWITCHBOARD_LOG")]

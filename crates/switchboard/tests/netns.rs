@@ -55,7 +55,11 @@ fn example(file: &str) -> PathBuf {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 /// The example lab under a test-specific name and API port; removed on drop, also on failure.
@@ -79,7 +83,10 @@ impl TestLab {
         let text = std::fs::read_to_string(example("topology.toml"))
             .unwrap()
             .replace("name = \"p4cf\"", &format!("name = \"{name}\""))
-            .replace("config = \"switch.toml\"", &format!("config = \"{}\"", example("switch.toml").display()))
+            .replace(
+                "config = \"switch.toml\"",
+                &format!("config = \"{}\"", example("switch.toml").display()),
+            )
             .replace("api = \"127.0.0.1:5000\"", &format!("api = \"{api}\""));
         let dir = std::env::temp_dir().join(format!("sb-test-{name}-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
@@ -114,7 +121,11 @@ impl TestLab {
 
     fn ok(&self, node: &str, argv: &[&str]) -> String {
         let o = self.exec(node, argv);
-        assert!(o.status.success(), "{node}: {argv:?}: {}", String::from_utf8_lossy(&o.stderr));
+        assert!(
+            o.status.success(),
+            "{node}: {argv:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
         String::from_utf8_lossy(&o.stdout).into_owned()
     }
 
@@ -122,7 +133,18 @@ impl TestLab {
     fn ping(&self, dst: &str, count: u32, interval: &str) -> (u32, u32) {
         let o = self.exec(
             "client",
-            &["ping", "-n", "-q", "-c", &count.to_string(), "-i", interval, "-W", "1", dst],
+            &[
+                "ping",
+                "-n",
+                "-q",
+                "-c",
+                &count.to_string(),
+                "-i",
+                interval,
+                "-W",
+                "1",
+                dst,
+            ],
         );
         let text = String::from_utf8_lossy(&o.stdout);
         let line = text
@@ -170,11 +192,19 @@ impl TestLab {
 
 impl Drop for TestLab {
     fn drop(&mut self) {
-        let out = Command::new(bin()).args(["lab", "down", &self.name]).output();
-        if let Ok(o) = out {
-            if !o.status.success() {
-                eprintln!("lab down {}: {}", self.name, String::from_utf8_lossy(&o.stderr));
-            }
+        let out = Command::new(bin())
+            .args(["lab", "down", &self.name])
+            .output();
+        if let Ok(o) = out
+            .as_ref()
+            .map_err(|_| ())
+            .and_then(|o| if o.status.success() { Err(()) } else { Ok(o) })
+        {
+            eprintln!(
+                "lab down {}: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr)
+            );
         }
     }
 }
@@ -192,7 +222,16 @@ fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
     // A TCP transfer through the switch: iperf3 if present, else a bash /dev/tcp stream.
     if which("iperf3").is_some() {
         let server = Command::new("ip")
-            .args(["netns", "exec", "sb-tfwd-lakewood", "iperf3", "-s", "-1", "-B", "192.168.12.2"])
+            .args([
+                "netns",
+                "exec",
+                "sb-tfwd-lakewood",
+                "iperf3",
+                "-s",
+                "-1",
+                "-B",
+                "192.168.12.2",
+            ])
             .spawn()
             .unwrap();
         let mut result = Value::Null;
@@ -207,8 +246,13 @@ fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
         let mut server = server;
         let _ = server.kill();
         let _ = server.wait();
-        let bytes = result.pointer("/end/sum_received/bytes").and_then(Value::as_u64);
-        assert!(bytes.unwrap_or(0) > 1_000_000, "iperf3 moved too little: {result}");
+        let bytes = result
+            .pointer("/end/sum_received/bytes")
+            .and_then(Value::as_u64);
+        assert!(
+            bytes.unwrap_or(0) > 1_000_000,
+            "iperf3 moved too little: {result}"
+        );
     }
 
     // With no entry nothing arrives.
@@ -217,14 +261,30 @@ fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
     let (_, rx) = lab.ping("192.168.12.2", 3, "0.1");
     assert_eq!(rx, 0, "no entry, no delivery");
     let drops = lab.get("/api/v1/ports/132");
-    assert!(drops["counters"]["drops"]["forward_miss"].as_u64().unwrap_or(0) >= 3, "{drops}");
+    assert!(
+        drops["counters"]["drops"]["forward_miss"]
+            .as_u64()
+            .unwrap_or(0)
+            >= 3,
+        "{drops}"
+    );
 
     // Program like the controller, then move .2 to loveland.
     assert_eq!(lab.post("/reinitialize", "{}").0, 200);
     assert_eq!(lab.ping("192.168.12.2", 3, "0.05").1, 3);
-    lab.ok("lakewood", &["ip", "addr", "del", "192.168.12.2/24", "dev", "eth0"]);
-    lab.ok("loveland", &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"]);
-    assert_eq!(lab.ping("192.168.12.2", 2, "0.1").1, 0, "still pointing at lakewood");
+    lab.ok(
+        "lakewood",
+        &["ip", "addr", "del", "192.168.12.2/24", "dev", "eth0"],
+    );
+    lab.ok(
+        "loveland",
+        &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"],
+    );
+    assert_eq!(
+        lab.ping("192.168.12.2", 2, "0.1").1,
+        0,
+        "still pointing at lakewood"
+    );
     let (s, v) = lab.post(
         "/updateForward",
         r#"{"ipv4":"192.168.12.2","sw_port":148,"dst_mac":"02:42:c0:a8:0c:02"}"#,
@@ -243,16 +303,66 @@ fn compat_endpoints_over_http_including_bad_input() {
     let cases: &[(&str, &str, u16, &str)] = &[
         ("/addForward", "{not json", 400, ""),
         ("/addForward", r#"{"port":140}"#, 400, "Missing parameters"),
-        ("/addForward", r#"{"dst_addr":"192.168.12.300","port":140}"#, 400, "dst_addr"),
-        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":999}"#, 400, "999"),
-        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148,"dst_mac":"zz"}"#, 400, "dst_mac"),
-        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148}"#, 200, ""),
-        ("/addForward", r#"{"dst_addr":"192.168.12.7","port":148}"#, 400, ""),
-        ("/updateForward", r#"{"ipv4":"192.168.12.7"}"#, 400, "Missing parameters"),
-        ("/updateForward", r#"{"ipv4":"192.168.12.8","sw_port":140}"#, 400, ""),
-        ("/updateForward", r#"{"ipv4":"192.168.12.7","sw_port":140}"#, 200, ""),
-        ("/addArpForward", r#"{"target_ip":"192.168.12.9","port":140}"#, 200, ""),
-        ("/addArpForward", r#"{"target_ip":"192.168.12.9"}"#, 400, "Missing parameters"),
+        (
+            "/addForward",
+            r#"{"dst_addr":"192.168.12.300","port":140}"#,
+            400,
+            "dst_addr",
+        ),
+        (
+            "/addForward",
+            r#"{"dst_addr":"192.168.12.7","port":999}"#,
+            400,
+            "999",
+        ),
+        (
+            "/addForward",
+            r#"{"dst_addr":"192.168.12.7","port":148,"dst_mac":"zz"}"#,
+            400,
+            "dst_mac",
+        ),
+        (
+            "/addForward",
+            r#"{"dst_addr":"192.168.12.7","port":148}"#,
+            200,
+            "",
+        ),
+        (
+            "/addForward",
+            r#"{"dst_addr":"192.168.12.7","port":148}"#,
+            400,
+            "",
+        ),
+        (
+            "/updateForward",
+            r#"{"ipv4":"192.168.12.7"}"#,
+            400,
+            "Missing parameters",
+        ),
+        (
+            "/updateForward",
+            r#"{"ipv4":"192.168.12.8","sw_port":140}"#,
+            400,
+            "",
+        ),
+        (
+            "/updateForward",
+            r#"{"ipv4":"192.168.12.7","sw_port":140}"#,
+            200,
+            "",
+        ),
+        (
+            "/addArpForward",
+            r#"{"target_ip":"192.168.12.9","port":140}"#,
+            200,
+            "",
+        ),
+        (
+            "/addArpForward",
+            r#"{"target_ip":"192.168.12.9"}"#,
+            400,
+            "Missing parameters",
+        ),
         ("/cleanup", "{}", 200, ""),
         ("/reinitialize", "{}", 200, ""),
     ];
@@ -262,8 +372,13 @@ fn compat_endpoints_over_http_including_bad_input() {
         if *status == 200 {
             assert_eq!(v["status"], "success", "{path} {body} -> {v}");
         } else {
-            let msg = v["error"].as_str().unwrap_or_else(|| panic!("{path} {body}: no error field: {v}"));
-            assert!(msg.contains(needle), "{path} {body}: '{msg}' should name '{needle}'");
+            let msg = v["error"]
+                .as_str()
+                .unwrap_or_else(|| panic!("{path} {body}: no error field: {v}"));
+            assert!(
+                msg.contains(needle),
+                "{path} {body}: '{msg}' should name '{needle}'"
+            );
         }
     }
     // The switch kept forwarding through all of it.
@@ -275,23 +390,39 @@ fn flipping_entries_under_traffic_loses_nothing() {
     need_root!();
     let lab = TestLab::up("tflip");
     // Both servers hold .2, so .2 has a working entry before and after every flip.
-    lab.ok("loveland", &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"]);
+    lab.ok(
+        "loveland",
+        &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"],
+    );
     let flips = 1000;
     let count = 4000;
     std::thread::scope(|s| {
         let pinger = s.spawn(|| lab.ping("192.168.12.2", count, "0.001"));
         std::thread::sleep(Duration::from_millis(200));
+        let t0 = std::time::Instant::now();
         for i in 0..flips {
             let port = if i % 2 == 0 { 148 } else { 140 };
             let (st, v) = lab.post(
                 "/updateForward",
-                &format!(r#"{{"ipv4":"192.168.12.2","sw_port":{port},"dst_mac":"02:42:c0:a8:0c:02"}}"#),
+                &format!(
+                    r#"{{"ipv4":"192.168.12.2","sw_port":{port},"dst_mac":"02:42:c0:a8:0c:02"}}"#
+                ),
             );
             assert_eq!(st, 200, "flip {i}: {v}");
         }
+        let flip_time = t0.elapsed();
+        assert!(
+            !pinger.is_finished(),
+            "the flips must happen while traffic flows ({flip_time:?})"
+        );
         let (tx, rx) = pinger.join().unwrap();
         eprintln!("{flips} flips during {tx} pings: {rx} replies");
         assert_eq!(tx, count);
-        assert_eq!(rx, tx, "{} echo requests or replies lost during entry flips", tx - rx);
+        assert_eq!(
+            rx,
+            tx,
+            "{} echo requests or replies lost during entry flips",
+            tx - rx
+        );
     });
 }

@@ -105,7 +105,10 @@ impl Stage for ArpForward {
             return Flow::Exit;
         }
         let tpa = u32::from_be_bytes([tpa[0], tpa[1], tpa[2], tpa[3]]);
-        let action = self.snap.lookup_counted(&[u128::from(tpa)], pkt.len() as u64).action();
+        let action = self
+            .snap
+            .lookup_counted(&[u128::from(tpa)], pkt.len() as u64)
+            .action();
         if action.action == A_SET_PORT {
             meta.egress = Egress::Port(action.param(0) as u16);
             Flow::Exit

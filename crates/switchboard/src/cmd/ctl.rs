@@ -8,7 +8,12 @@ use tables::EntryJson;
 #[derive(clap::Args)]
 pub struct CtlArgs {
     /// Base URL of the switch's REST API.
-    #[arg(long, global = true, default_value = "http://127.0.0.1:5000", env = "SWITCHBOARD_API")]
+    #[arg(
+        long,
+        global = true,
+        default_value = "http://127.0.0.1:5000",
+        env = "SWITCHBOARD_API"
+    )]
     api: String,
     /// Print the raw JSON answer instead of a table.
     #[arg(long, global = true)]
@@ -154,7 +159,10 @@ fn list(v: &Value) -> Vec<Value> {
 }
 
 fn print_tables(v: &Value) {
-    println!("{:<20} {:>8} {:>8} {:>12} {:>12}", "table", "entries", "size", "hits", "misses");
+    println!(
+        "{:<20} {:>8} {:>8} {:>12} {:>12}",
+        "table", "entries", "size", "hits", "misses"
+    );
     for t in list(v) {
         let stats = t.get("stats").cloned().unwrap_or(Value::Null);
         println!(

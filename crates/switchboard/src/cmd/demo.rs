@@ -51,7 +51,18 @@ pub struct PingResult {
 pub fn ping(lab: &Lab, node: &str, dst: &str, count: u32) -> anyhow::Result<PingResult> {
     let out = lab.exec(
         node,
-        &["ping", "-n", "-q", "-c", &count.to_string(), "-i", "0.2", "-W", "1", dst],
+        &[
+            "ping",
+            "-n",
+            "-q",
+            "-c",
+            &count.to_string(),
+            "-i",
+            "0.2",
+            "-W",
+            "1",
+            dst,
+        ],
     )?;
     let text = String::from_utf8_lossy(&out.stdout);
     let mut r = PingResult {
@@ -78,17 +89,35 @@ pub fn ping(lab: &Lab, node: &str, dst: &str, count: u32) -> anyhow::Result<Ping
 }
 
 /// An iperf3 TCP transfer from `client` to `server_ip` (served on `server`); Mbit/s received.
-pub fn iperf(lab: &Lab, server: &str, client: &str, server_ip: &str, secs: u32) -> anyhow::Result<f64> {
+pub fn iperf(
+    lab: &Lab,
+    server: &str,
+    client: &str,
+    server_ip: &str,
+    secs: u32,
+) -> anyhow::Result<f64> {
     let pid = lab.spawn(server, &["iperf3", "-s", "-1", "-B", server_ip])?;
     let mut last = String::new();
     for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(100));
         let out = lab.exec(
             client,
-            &["iperf3", "-c", server_ip, "-t", &secs.to_string(), "-J", "--connect-timeout", "1000"],
+            &[
+                "iperf3",
+                "-c",
+                server_ip,
+                "-t",
+                &secs.to_string(),
+                "-J",
+                "--connect-timeout",
+                "1000",
+            ],
         )?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if let Some(bps) = v.pointer("/end/sum_received/bits_per_second").and_then(Value::as_f64) {
+        if let Some(bps) = v
+            .pointer("/end/sum_received/bits_per_second")
+            .and_then(Value::as_f64)
+        {
             return Ok(bps / 1e6);
         }
         last = v
@@ -133,7 +162,8 @@ impl Demo {
 
     fn record(&mut self, what: &str, result: &str, detail: String) {
         println!("      {what}: {result}  {detail}");
-        self.summary.push([what.to_string(), result.to_string(), detail]);
+        self.summary
+            .push([what.to_string(), result.to_string(), detail]);
     }
 
     fn post(&self, path: &str, body: Value) -> anyhow::Result<Value> {
@@ -146,7 +176,10 @@ impl Demo {
     }
 
     fn counters(&self) -> anyhow::Result<()> {
-        println!("      {:>6} {:>10} {:>10} {:>10}", "port", "rx_pkts", "tx_pkts", "dropped");
+        println!(
+            "      {:>6} {:>10} {:>10} {:>10}",
+            "port", "rx_pkts", "tx_pkts", "dropped"
+        );
         for (id, rx, tx, drop) in port_counters(&self.api)? {
             println!("      {id:>6} {rx:>10} {tx:>10} {drop:>10}");
         }
@@ -167,11 +200,16 @@ impl Demo {
             "{}/{} replies{}",
             r.received,
             r.sent,
-            r.avg_ms.map(|a| format!(", rtt avg {a:.3} ms")).unwrap_or_default()
+            r.avg_ms
+                .map(|a| format!(", rtt avg {a:.3} ms"))
+                .unwrap_or_default()
         );
         self.record(label, if ok { "ok" } else { "UNEXPECTED" }, detail);
         if !ok {
-            bail!("{label}: expected {}", if expect { "replies" } else { "no replies" });
+            bail!(
+                "{label}: expected {}",
+                if expect { "replies" } else { "no replies" }
+            );
         }
         Ok(())
     }
@@ -187,7 +225,9 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     }
     for tool in ["ip", "ping", "iperf3", "ethtool"] {
         if which(tool).is_none() {
-            bail!("'{tool}' is not installed; run scripts/ensure-deps.sh (apt packages iproute2 iputils-ping iperf3 ethtool)");
+            bail!(
+                "'{tool}' is not installed; run scripts/ensure-deps.sh (apt packages iproute2 iputils-ping iperf3 ethtool)"
+            );
         }
     }
     let dir = a.example.unwrap_or_else(default_example_dir);
@@ -195,7 +235,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("switchboard demo: p4containerflow forwarding (seed 000)");
     println!("  topology {}", topo_path.display());
     let topo = Topology::load(&topo_path)?;
-    let sw = topo.switches.first().context("the topology has no switch")?.clone();
+    let sw = topo
+        .switches
+        .first()
+        .context("the topology has no switch")?
+        .clone();
     let api_addr = sw.api.clone().unwrap_or_else(|| "127.0.0.1:5000".into());
 
     let lab = Lab::up(
@@ -250,23 +294,43 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
     let tx140 = d.tx_of(140)?;
     d.ping_step("ping client -> .2 on lakewood", true)?;
     let mbps = iperf(&d.lab, "lakewood", "client", SERVER, secs)?;
-    d.record("TCP client -> .2 on lakewood (iperf3)", "ok", format!("{mbps:.0} Mbit/s"));
+    d.record(
+        "TCP client -> .2 on lakewood (iperf3)",
+        "ok",
+        format!("{mbps:.0} Mbit/s"),
+    );
     let grew = d.tx_of(140)? - tx140;
-    d.record("switch port 140 tx during the transfer", "ok", format!("{grew} packets"));
+    d.record(
+        "switch port 140 tx during the transfer",
+        "ok",
+        format!("{grew} packets"),
+    );
     d.counters()?;
 
     d.step("move .2 from lakewood to loveland, announce it, POST /updateForward");
-    d.lab.exec_ok("lakewood", &["ip", "addr", "del", "192.168.12.2/24", "dev", "eth0"])?;
-    d.lab.exec_ok("loveland", &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"])?;
+    d.lab.exec_ok(
+        "lakewood",
+        &["ip", "addr", "del", "192.168.12.2/24", "dev", "eth0"],
+    )?;
+    d.lab.exec_ok(
+        "loveland",
+        &["ip", "addr", "add", "192.168.12.2/24", "dev", "eth0"],
+    )?;
     if which("arping").is_some() {
         let before = d.tx_of(132)?;
-        let _ = d.lab.exec("loveland", &["arping", "-U", "-c", "1", "-I", "eth0", SERVER]);
+        let _ = d.lab.exec(
+            "loveland",
+            &["arping", "-U", "-c", "1", "-I", "eth0", SERVER],
+        );
         std::thread::sleep(Duration::from_millis(100));
         let after = d.tx_of(132)?;
         d.record(
             "gratuitous ARP from loveland",
             "ok",
-            format!("flooded: port 132 sent {} ARP frame(s) to the client", after - before),
+            format!(
+                "flooded: port 132 sent {} ARP frame(s) to the client",
+                after - before
+            ),
         );
     }
     d.post(
@@ -278,7 +342,11 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
     let (tx140, tx148) = (d.tx_of(140)?, d.tx_of(148)?);
     d.ping_step("ping client -> .2 on loveland", true)?;
     let mbps = iperf(&d.lab, "loveland", "client", SERVER, secs)?;
-    d.record("TCP client -> .2 on loveland (iperf3)", "ok", format!("{mbps:.0} Mbit/s"));
+    d.record(
+        "TCP client -> .2 on loveland (iperf3)",
+        "ok",
+        format!("{mbps:.0} Mbit/s"),
+    );
     let (g140, g148) = (d.tx_of(140)? - tx140, d.tx_of(148)? - tx148);
     let ok = g148 > 0 && g140 == 0;
     d.record(

@@ -61,12 +61,19 @@ pub fn run(a: LabArgs) -> anyhow::Result<()> {
             )?;
             for sw in &topo.switches {
                 if let Some(api) = &sw.api {
-                    wait_for_api(api, Duration::from_secs(15), &log_path(&topo.name, &sw.name))?;
+                    wait_for_api(
+                        api,
+                        Duration::from_secs(15),
+                        &log_path(&topo.name, &sw.name),
+                    )?;
                     println!("switch {} up, REST API at http://{api}", sw.name);
                 }
             }
             println!("{}", lab.status()?);
-            println!("lab '{}' is up; remove it with: switchboard lab down {}", topo.name, topo.name);
+            println!(
+                "lab '{}' is up; remove it with: switchboard lab down {}",
+                topo.name, topo.name
+            );
             lab.keep();
             Ok(())
         }
@@ -116,7 +123,8 @@ pub fn effective_config(
         .config
         .as_ref()
         .with_context(|| format!("switch '{}' has no config file in the topology", spec.name))?;
-    let text = std::fs::read_to_string(src).with_context(|| format!("reading {}", src.display()))?;
+    let text =
+        std::fs::read_to_string(src).with_context(|| format!("reading {}", src.display()))?;
     // Check it first so errors name the original file and line.
     dataplane::SwitchConfig::parse(&text, src)?;
     let mut doc: toml::Table = toml::from_str(&text)?;

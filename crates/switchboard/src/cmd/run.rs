@@ -39,11 +39,13 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let server = if a.no_api {
         None
     } else {
-        let addr = cfg
-            .api
-            .listen
-            .parse()
-            .with_context(|| format!("{}: api.listen: '{}' is not an address:port", cfg.file.display(), cfg.api.listen))?;
+        let addr = cfg.api.listen.parse().with_context(|| {
+            format!(
+                "{}: api.listen: '{}' is not an address:port",
+                cfg.file.display(),
+                cfg.api.listen
+            )
+        })?;
         Some(control::spawn_server(switch.clone(), addr)?)
     };
     for p in &switch.ports {
@@ -70,10 +72,8 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let summary = handle
         .join()
         .map_err(|_| anyhow::anyhow!("the worker thread panicked"))??;
-    if let Some(s) = server {
-        if let Err(e) = s.stop() {
-            tracing::warn!("stopping the REST API: {e}");
-        }
+    if let Some(Err(e)) = server.map(|s| s.stop()) {
+        tracing::warn!("stopping the REST API: {e}");
     }
     let secs = t0.elapsed().as_secs_f64();
     eprintln!(
@@ -114,7 +114,11 @@ pub fn pin_to_cpu(cpu: usize) {
         let mut set: libc::cpu_set_t = std::mem::zeroed();
         libc::CPU_SET(cpu, &mut set);
         if libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &set) != 0 {
-            tracing::warn!(cpu, "could not pin the worker: {}", std::io::Error::last_os_error());
+            tracing::warn!(
+                cpu,
+                "could not pin the worker: {}",
+                std::io::Error::last_os_error()
+            );
         }
     }
 }
