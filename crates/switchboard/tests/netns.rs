@@ -383,6 +383,95 @@ fn compat_endpoints_over_http_including_bad_input() {
     }
     // The switch kept forwarding through all of it.
     assert_eq!(lab.ping("192.168.12.2", 3, "0.05"), (3, 3));
+
+    // The same API through `switchboard ctl`.
+    let ctl = |args: &[&str]| -> (bool, String) {
+        let o = Command::new(bin())
+            .args(["ctl", "--api", &format!("http://{}", lab.api)])
+            .args(args)
+            .output()
+            .unwrap();
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&o.stdout),
+            String::from_utf8_lossy(&o.stderr)
+        );
+        (o.status.success(), text)
+    };
+    let (ok, out) = ctl(&["tables"]);
+    assert!(
+        ok && out.contains("forward") && out.contains("arp_forward"),
+        "{out}"
+    );
+    let (ok, out) = ctl(&["schema", "forward"]);
+    assert!(
+        ok && out.contains("set_egress_port_with_mac") && out.contains("hdr.ipv4.dst_addr"),
+        "{out}"
+    );
+    let key = "hdr.ipv4.dst_addr=192.168.12.42";
+    let (ok, out) = ctl(&[
+        "add",
+        "forward",
+        "--key",
+        key,
+        "--action",
+        "set_egress_port",
+        "--param",
+        "port=148",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&[
+        "add",
+        "forward",
+        "--key",
+        key,
+        "--action",
+        "set_egress_port",
+        "--param",
+        "port=148",
+    ]);
+    assert!(
+        !ok && out.contains("192.168.12.42"),
+        "a duplicate is refused: {out}"
+    );
+    let (ok, out) = ctl(&[
+        "modify",
+        "forward",
+        "--key",
+        key,
+        "--action",
+        "set_egress_port_with_mac",
+        "--param",
+        "port=140",
+        "--param",
+        "dst_mac=02:42:c0:a8:0c:09",
+    ]);
+    assert!(ok, "{out}");
+    let (ok, out) = ctl(&["dump", "forward"]);
+    assert!(
+        ok && out.contains("192.168.12.42") && out.contains("02:42:c0:a8:0c:09"),
+        "{out}"
+    );
+    let (ok, out) = ctl(&["delete", "forward", "--key", key]);
+    assert!(ok, "{out}");
+    let (_, out) = ctl(&["dump", "forward"]);
+    assert!(!out.contains("192.168.12.42"), "{out}");
+    let (ok, out) = ctl(&[
+        "add",
+        "forward",
+        "--key",
+        "hdr.ipv4.dst_addr=1.2.3.4",
+        "--action",
+        "set_egress_port",
+        "--param",
+        "port=7",
+    ]);
+    assert!(!ok && out.contains("unknown port 7"), "{out}");
+    let (ok, out) = ctl(&["ports"]);
+    assert!(
+        ok && out.contains("140") && out.contains("sbtapi-140"),
+        "{out}"
+    );
 }
 
 #[test]
