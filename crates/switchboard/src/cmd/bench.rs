@@ -87,6 +87,7 @@ fn switchboard_dut(name: &str, busy_poll: bool) -> DutSpec {
                 .arg(&path)
                 .stdin(Stdio::null())
                 .stdout(Stdio::null())
+                .stderr(Stdio::null())
                 .spawn()
                 .map_err(|e| xdp::Error::Io {
                     context: "starting switchboard run".into(),
@@ -114,18 +115,13 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.with_sleep_mode {
         duts.push(switchboard_dut("switchboard-sleep", false));
     }
-    let ceiling = xdp::bench::generator_ceiling(&cfg).context("measuring the generator alone")?;
     let results = run_bench(&cfg, &duts)?;
+    let ceiling = xdp::bench::generator_ceiling(&cfg).context("measuring the generator alone")?;
     println!(
         "generator ceiling (gen -> sink, no dut): {:.2} Mpps offered, {:.2} Mpps counted",
         ceiling.offered_mpps, ceiling.delivered_mpps
     );
     println!("{}", render_table(&results));
-    for r in &results {
-        if !r.placement.is_empty() {
-            println!("  {}: {}", r.dut, r.placement);
-        }
-    }
     if let Some(path) = a.json {
         let rows: Vec<serde_json::Value> = std::iter::once(&ceiling)
             .chain(results.iter())
