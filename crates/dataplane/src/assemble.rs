@@ -73,7 +73,10 @@ pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, Po
         Backend::Afpacket => Box::new(crate::port::afpacket::AfPacketPort::open(
             p.id,
             &iface,
-            Default::default(),
+            crate::port::afpacket::AfPacketOptions {
+                detach_kernel_stack: !p.keep_kernel_stack,
+                ..Default::default()
+            },
         )?),
         Backend::Tap if p.create => Box::new(crate::port::tap::TapPort::create(p.id, &iface)?),
         Backend::Tap => Box::new(crate::port::tap::TapPort::attach(p.id, &iface)?),

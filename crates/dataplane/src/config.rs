@@ -97,6 +97,10 @@ pub struct PortConfig {
     /// tap: create the device (default) or attach to an existing persistent one.
     #[serde(default = "yes")]
     pub create: bool,
+    /// afpacket: let the kernel's stack keep handling the port's frames too
+    /// (default false: a tc ingress drop after the switch's tap stops it).
+    #[serde(default)]
+    pub keep_kernel_stack: bool,
     /// pcap: frames to receive, read from this file.
     pub input: Option<PathBuf>,
     /// pcap: frames transmitted, written to this file.

@@ -102,14 +102,17 @@ impl Worker {
     /// One round over every port; returns how many packets were received.
     pub fn poll_once(&mut self) -> Result<usize, PortError> {
         self.summary.rounds += 1;
-        for st in &mut self.stages {
-            st.begin_batch();
-        }
         let mut total = 0;
         for i in 0..self.ports.len() {
             let n = self.ports[i].rx_batch(&mut self.pool, &mut self.rx, RX_BATCH)?;
             if n == 0 {
                 continue;
+            }
+            if total == 0 {
+                // Fresh table snapshots once per round with traffic; idle rounds skip it.
+                for st in &mut self.stages {
+                    st.begin_batch();
+                }
             }
             total += n;
             let c = &self.counters[i];

@@ -15,6 +15,7 @@
 pub mod bench;
 pub mod blaster;
 pub mod frame;
+pub mod ingress_drop;
 pub mod insn;
 pub mod netns;
 pub mod sink;

@@ -190,12 +190,28 @@ pub fn map_lookup(map: &OwnedFd, key: u32, value: &mut [u8]) -> Result<()> {
     Ok(())
 }
 
+/// `BPF_PROG_TYPE_SCHED_CLS`: tc (and tcx) classifier programs.
+pub const BPF_PROG_TYPE_SCHED_CLS: u32 = 3;
+/// `BPF_TCX_INGRESS`: attach type of a tcx ingress link.
+pub const BPF_TCX_INGRESS: u32 = 46;
+
 /// Load an XDP program; on rejection the error carries the verifier log.
 pub fn load_xdp_prog(name: &'static str, insns: &[Insn]) -> Result<OwnedFd> {
+    // BPF_XDP lets the same program be attached through a BPF link.
+    load_prog(name, BPF_PROG_TYPE_XDP, BPF_XDP, insns)
+}
+
+/// Load a program of any type; on rejection the error carries the verifier log.
+pub fn load_prog(
+    name: &'static str,
+    prog_type: u32,
+    expected_attach_type: u32,
+    insns: &[Insn],
+) -> Result<OwnedFd> {
     let license = CString::from(c"GPL");
     let mut log = vec![0u8; 64 * 1024];
     let mut attr = ProgLoadAttr {
-        prog_type: BPF_PROG_TYPE_XDP,
+        prog_type,
         insn_cnt: insns.len() as u32,
         insns: insns.as_ptr() as u64,
         license: license.as_ptr() as u64,
@@ -203,8 +219,7 @@ pub fn load_xdp_prog(name: &'static str, insns: &[Insn]) -> Result<OwnedFd> {
         log_size: log.len() as u32,
         log_buf: log.as_mut_ptr() as u64,
         prog_name: name16(name),
-        // BPF_XDP lets the same program be attached through a BPF link.
-        expected_attach_type: BPF_XDP,
+        expected_attach_type,
         ..Default::default()
     };
     // SAFETY: insns, license and log all outlive the call.
@@ -248,11 +263,21 @@ pub fn test_run_live(
 /// Attach an XDP program to `ifindex` (in the caller's netns) through a BPF link; closing the
 /// returned fd detaches it, so a crashed benchmark leaves nothing behind.
 pub fn link_create_xdp(prog: &OwnedFd, ifindex: u32, xdp_flags: u32) -> io::Result<OwnedFd> {
+    link_create(prog, ifindex, BPF_XDP, xdp_flags)
+}
+
+/// Attach `prog` to `ifindex` with a BPF link of `attach_type`; closing the fd detaches it.
+pub fn link_create(
+    prog: &OwnedFd,
+    ifindex: u32,
+    attach_type: u32,
+    flags: u32,
+) -> io::Result<OwnedFd> {
     let mut attr = LinkCreateAttr {
         prog_fd: prog.as_raw_fd() as u32,
         target_ifindex: ifindex,
-        attach_type: BPF_XDP,
-        flags: xdp_flags,
+        attach_type,
+        flags,
         ..Default::default()
     };
     // SAFETY: attr has no pointers.

@@ -65,6 +65,10 @@ pub struct AfPacketOptions {
     pub block_timeout_ms: u32,
     /// Receive frames not addressed to the interface (a switch port must).
     pub promiscuous: bool,
+    /// Stop the kernel's own stack from also handling the port's frames (a tc
+    /// ingress drop after the packet tap; see `kernel_stack`). On by default:
+    /// the switch owns its ports.
+    pub detach_kernel_stack: bool,
 }
 
 impl Default for AfPacketOptions {
@@ -75,6 +79,7 @@ impl Default for AfPacketOptions {
             frame_size: 2048,
             block_timeout_ms: 1,
             promiscuous: true,
+            detach_kernel_stack: true,
         }
     }
 }
@@ -122,6 +127,8 @@ pub struct AfPacketPort {
     tx_errors: u64,
     /// Kernel ring overruns read so far (PACKET_STATISTICS resets on every read).
     kernel_drops: Cell<u64>,
+    /// The ingress drop filter, removed when the port closes.
+    _detach: Option<super::kernel_stack::KernelStackDetach>,
 }
 
 fn os_err(id: u16, iface: &str, op: &'static str) -> PortError {
@@ -280,6 +287,21 @@ impl AfPacketPort {
         }
 
         tracing::debug!(port = id, iface, ?opts, "afpacket port open");
+        let detach = if opts.detach_kernel_stack {
+            match super::kernel_stack::KernelStackDetach::install(ifindex as u32) {
+                Ok(d) => Some(d),
+                Err(e) => {
+                    tracing::warn!(
+                        port = id,
+                        iface,
+                        "the kernel stack keeps handling this port's frames: {e}"
+                    );
+                    None
+                }
+            }
+        } else {
+            None
+        };
         Ok(AfPacketPort {
             id,
             iface: iface.to_string(),
@@ -293,6 +315,7 @@ impl AfPacketPort {
             rx_errors: 0,
             tx_errors: 0,
             kernel_drops: Cell::new(0),
+            _detach: detach,
         })
     }
 

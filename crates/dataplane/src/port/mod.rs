@@ -9,6 +9,7 @@ use std::os::fd::RawFd;
 use packet::{PacketBuf, Pool};
 
 pub mod afpacket;
+pub mod kernel_stack;
 pub mod memory;
 pub mod pcap;
 pub mod tap;
