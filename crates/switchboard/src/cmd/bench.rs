@@ -31,9 +31,11 @@ pub struct BenchArgs {
     /// Only switchboard (and the kernel baseline, which the ratios need).
     #[arg(long)]
     quick: bool,
-    /// Also run switchboard with its worker sleeping in poll(2) when idle (default: busy-poll only).
+    /// Also run switchboard with a busy-polling worker (`[engine] busy_poll = true`). It shares
+    /// the dut's core with the kernel's receive thread and starves it, so the default config
+    /// (sleep in poll(2) when idle) is the one measured first.
     #[arg(long)]
-    with_sleep_mode: bool,
+    with_busy_poll: bool,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -111,9 +113,9 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
          dut (its process and its receive NAPI thread) on cpu{}; {} s saturation + {} search steps of {} s per dut",
         cfg.frame_len, cfg.flows, cfg.gen_cpu, cfg.dut_cpu, a.duration, a.search_steps, a.step
     );
-    let mut duts = vec![switchboard_dut("switchboard", true)];
-    if a.with_sleep_mode {
-        duts.push(switchboard_dut("switchboard-sleep", false));
+    let mut duts = vec![switchboard_dut("switchboard", false)];
+    if a.with_busy_poll {
+        duts.push(switchboard_dut("switchboard-busy", true));
     }
     let results = run_bench(&cfg, &duts)?;
     let ceiling = xdp::bench::generator_ceiling(&cfg).context("measuring the generator alone")?;
