@@ -6,6 +6,9 @@
 //! `UPDATE_GOLDEN=1 cargo test -p switchboard-dataplane --test golden` rewrites
 //! the inputs and expected outputs from the builders below.
 
+mod common;
+use common::*;
+
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::AtomicBool;
@@ -16,41 +19,9 @@ use packet::build;
 use packet::wire::EthernetAddress;
 use packet::{PacketBuf, Pool};
 
-const PORTS: [u16; 3] = [132, 140, 148];
 const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
-const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x02]);
 const ANY_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x99]);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 100);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 2);
-
-const ENTRIES: &str = r#"
-[pipeline]
-stages = ["arp_forward", "forward"]
-
-[[entry]]
-table = "forward"
-key = { "hdr.ipv4.dst_addr" = "192.168.12.100" }
-action = "set_egress_port"
-params = { port = 132 }
-
-[[entry]]
-table = "forward"
-key = { "hdr.ipv4.dst_addr" = "192.168.12.2" }
-action = "set_egress_port_with_mac"
-params = { port = 140, dst_mac = "02:42:c0:a8:0c:02" }
-
-[[entry]]
-table = "arp_forward"
-key = { "hdr.arp.target_proto_addr" = "192.168.12.2" }
-action = "set_egress_port"
-params = { port = 140 }
-
-[[entry]]
-table = "arp_forward"
-key = { "hdr.arp.target_proto_addr" = "192.168.12.100" }
-action = "set_egress_port"
-params = { port = 132 }
-"#;
 
 /// Frames written per port.
 type PortFrames = Vec<(u16, Vec<Vec<u8>>)>;
@@ -99,7 +70,7 @@ fn run_case(
     }
     let out = std::env::temp_dir().join(format!("sb-golden-{case}-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
-    let mut cfg = String::from(ENTRIES);
+    let mut cfg = String::from(CONFIG);
     cfg.push_str(extra);
     for port in PORTS {
         let input = dir.join(format!("in-{port}.pcap"));

@@ -1,6 +1,9 @@
 //! The seed-000 pipeline (`arp_forward`, `forward`) between in-memory ports:
 //! what comes out of which port, what is counted, what is dropped and why.
 
+mod common;
+use common::*;
+
 use std::net::Ipv4Addr;
 use std::path::Path;
 
@@ -10,34 +13,9 @@ use packet::build;
 use packet::parse::ParseError;
 use packet::wire::EthernetAddress;
 
-const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
 const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x02]);
 const SWITCH_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0xfe]);
-const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 100);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 2);
-
-const CONFIG: &str = r#"
-[pipeline]
-stages = ["arp_forward", "forward"]
-
-[[entry]]
-table = "forward"
-key = { "hdr.ipv4.dst_addr" = "192.168.12.100" }
-action = "set_egress_port"
-params = { port = 132 }
-
-[[entry]]
-table = "forward"
-key = { "hdr.ipv4.dst_addr" = "192.168.12.2" }
-action = "set_egress_port_with_mac"
-params = { port = 140, dst_mac = "02:42:c0:a8:0c:02" }
-
-[[entry]]
-table = "arp_forward"
-key = { "hdr.arp.target_proto_addr" = "192.168.12.2" }
-action = "set_egress_port"
-params = { port = 140 }
-"#;
 
 struct Rig {
     sw: std::sync::Arc<Switch>,
@@ -274,7 +252,7 @@ fn reinitialize_restores_the_configured_entries() {
     assert_eq!(r.sw.tables.get("forward").unwrap().len(), 0);
     r.sw.reinitialize().unwrap();
     assert_eq!(r.sw.tables.get("forward").unwrap().len(), 2);
-    assert_eq!(r.sw.tables.get("arp_forward").unwrap().len(), 1);
+    assert_eq!(r.sw.tables.get("arp_forward").unwrap().len(), 2);
 }
 
 #[test]
@@ -286,7 +264,7 @@ fn config_errors_name_the_file_line_and_field() {
     let err = assemble_with_ports(&cfg, vec![]).err().unwrap().to_string();
     assert!(err.starts_with("sw.toml:"), "{err}");
     assert!(
-        err.contains("entry[3]") && err.contains("192.168.12.300"),
+        err.contains("entry[4]") && err.contains("192.168.12.300"),
         "{err}"
     );
     let line: usize = err.split(':').nth(1).unwrap().parse().unwrap();

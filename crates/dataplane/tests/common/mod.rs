@@ -1,0 +1,45 @@
+//! What the dataplane tests share: the seed-000 addresses and a config with the
+//! entries the upstream controller installs (.100 on port 132, .2 on port 140).
+#![allow(dead_code)]
+
+use std::net::Ipv4Addr;
+
+use packet::wire::EthernetAddress;
+
+pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
+pub const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x02]);
+/// Some other MAC: what a sender puts when it does not know the server's.
+pub const ANY_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x99]);
+pub const CLIENT: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 100);
+pub const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 2);
+pub const PORTS: [u16; 3] = [132, 140, 148];
+
+/// Pipeline and entries of the p4containerflow switch (no ports).
+pub const CONFIG: &str = r#"
+[pipeline]
+stages = ["arp_forward", "forward"]
+
+[[entry]]
+table = "forward"
+key = { "hdr.ipv4.dst_addr" = "192.168.12.100" }
+action = "set_egress_port"
+params = { port = 132 }
+
+[[entry]]
+table = "forward"
+key = { "hdr.ipv4.dst_addr" = "192.168.12.2" }
+action = "set_egress_port_with_mac"
+params = { port = 140, dst_mac = "02:42:c0:a8:0c:02" }
+
+[[entry]]
+table = "arp_forward"
+key = { "hdr.arp.target_proto_addr" = "192.168.12.2" }
+action = "set_egress_port"
+params = { port = 140 }
+
+[[entry]]
+table = "arp_forward"
+key = { "hdr.arp.target_proto_addr" = "192.168.12.100" }
+action = "set_egress_port"
+params = { port = 132 }
+"#;
