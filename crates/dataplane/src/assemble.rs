@@ -112,11 +112,19 @@ pub fn assemble_with_ports(
     let mut stages = Vec::new();
     let mut pipeline = Vec::new();
     if cfg.pipeline.stages.is_empty() {
-        return Err(cfg.field_error(0, "pipeline.stages", "the pipeline has no stages"));
+        return Err(cfg.field_error(
+            cfg.offset_of_line("stages"),
+            "pipeline.stages",
+            "the pipeline has no stages",
+        ));
     }
     for (i, name) in cfg.pipeline.stages.iter().enumerate() {
-        let (st, tnames) = make_stage(name, cfg.stage.get(name), &mut tables)
-            .map_err(|m| cfg.field_error(0, format!("pipeline.stages[{i}]"), m))?;
+        let (st, tnames) = make_stage(name, cfg.stage.get(name), &mut tables).map_err(|m| {
+            let at = cfg
+                .offset_of_line(&format!("[stage.{name}]"))
+                .max(cfg.offset_of_line("stages"));
+            cfg.field_error(at, format!("pipeline.stages[{i}]"), m)
+        })?;
         stages.push(st);
         pipeline.push(StageInfo {
             name: name.clone(),

@@ -195,6 +195,19 @@ impl SwitchConfig {
         }
     }
 
+    /// Byte offset of the first line starting with `prefix` (after indentation), for
+    /// errors about parts serde does not give spans for; 0 when absent.
+    pub fn offset_of_line(&self, prefix: &str) -> usize {
+        let mut at = 0;
+        for line in self.text.split_inclusive('\n') {
+            if line.trim_start().starts_with(prefix) {
+                return at;
+            }
+            at += line.len();
+        }
+        0
+    }
+
     /// A path from the config, relative to the config file's directory.
     pub fn resolve(&self, p: &Path) -> PathBuf {
         if p.is_absolute() {

@@ -289,7 +289,9 @@ fn config_errors_name_the_file_line_and_field() {
     let cfg = SwitchConfig::parse("[pipeline]\nstages = [\"fwd\"]\n", Path::new("y.toml")).unwrap();
     let err = assemble_with_ports(&cfg, vec![]).err().unwrap().to_string();
     assert!(
-        err.contains("pipeline.stages[0]") && err.contains("unknown stage 'fwd'"),
+        err.starts_with("y.toml:2:")
+            && err.contains("pipeline.stages[0]")
+            && err.contains("unknown stage 'fwd'"),
         "{err}"
     );
 
