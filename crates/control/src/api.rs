@@ -127,6 +127,12 @@ pub struct PortCountersJson {
     pub tx_bytes: u64,
     /// Frames the backend could not send.
     pub tx_dropped: u64,
+    /// Frames the backend lost before the pipeline (ring overruns, oversize, read errors).
+    #[serde(default)]
+    pub rx_errors: u64,
+    /// Send failures counted by the backend.
+    #[serde(default)]
+    pub tx_errors: u64,
     /// Packets received on this port and dropped by the pipeline (sum of `drops`).
     pub rx_dropped: u64,
     /// Non-zero pipeline drops by reason name.
@@ -223,6 +229,8 @@ impl PortJson {
                 tx_packets: c.tx_packets,
                 tx_bytes: c.tx_bytes,
                 tx_dropped: c.tx_dropped,
+                rx_errors: c.rx_errors,
+                tx_errors: c.tx_errors,
                 rx_dropped: c.rx_dropped,
                 drops: c
                     .drops

@@ -83,7 +83,7 @@ pub fn render(switch: &Switch) -> String {
         .iter()
         .map(|p| (p.id, p.counters.snapshot()))
         .collect();
-    let port_series: [PortSeries; 5] = [
+    let port_series: [PortSeries; 7] = [
         (
             "switchboard_port_rx_packets_total",
             "Frames received on the port.",
@@ -108,6 +108,16 @@ pub fn render(switch: &Switch) -> String {
             "switchboard_port_tx_dropped_total",
             "Frames the port backend could not send (link full); dropped, never queued.",
             |c| c.tx_dropped,
+        ),
+        (
+            "switchboard_port_rx_errors_total",
+            "Frames the port backend lost before the pipeline (ring overruns, oversize, read errors).",
+            |c| c.rx_errors,
+        ),
+        (
+            "switchboard_port_tx_errors_total",
+            "Send failures counted by the port backend.",
+            |c| c.tx_errors,
         ),
     ];
     for (name, help, get) in port_series {

@@ -92,6 +92,23 @@ pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, Po
     })
 }
 
+/// A `port` parameter of `spec`'s action naming no port of `switch` (none checked
+/// when the switch has no ports at all, as in table-only library use).
+fn unknown_port(switch: &Switch, table: &str, spec: &tables::EntrySpec) -> Option<u128> {
+    if switch.ports.is_empty() {
+        return None;
+    }
+    let t = switch.tables.get(table).ok()?;
+    let action = t.schema().action(spec.action.action)?;
+    action
+        .params
+        .iter()
+        .enumerate()
+        .filter(|(_, p)| p.name == "port")
+        .map(|(k, _)| spec.action.param(k))
+        .find(|&v| u16::try_from(v).map_or(true, |id| switch.port(id).is_none()))
+}
+
 /// Build everything from the config, opening the configured ports.
 pub fn assemble(cfg: &SwitchConfig) -> Result<Assembled, ConfigError> {
     let mut ports = Vec::new();
@@ -167,8 +184,20 @@ pub fn assemble_with_ports(
             .tables
             .get(&ie.table)
             .and_then(|t| t.entry_from_json(&ie.entry));
-        if let Err(e) = res {
-            return Err(cfg.field_error(se.span().start, format!("entry[{i}]"), e.to_string()));
+        let spec = match res {
+            Ok(spec) => spec,
+            Err(e) => {
+                return Err(cfg.field_error(se.span().start, format!("entry[{i}]"), e.to_string()));
+            }
+        };
+        // An entry sending to a port the switch does not have would drop every match.
+        if let Some(port) = unknown_port(&switch, &ie.table, &spec) {
+            let known: Vec<String> = switch.ports.iter().map(|p| p.id.to_string()).collect();
+            return Err(cfg.field_error(
+                se.span().start,
+                format!("entry[{i}].params.port"),
+                format!("unknown port {port} (switch ports: {})", known.join(", ")),
+            ));
         }
     }
     switch

@@ -13,6 +13,11 @@ pub struct PortCounters {
     pub tx_bytes: AtomicU64,
     /// Frames the backend could not send (ring full): dropped, never queued.
     pub tx_dropped: AtomicU64,
+    /// Frames the backend lost or refused before the pipeline saw them (ring
+    /// overruns, frames longer than a buffer, read errors): copied from the backend.
+    pub rx_errors: AtomicU64,
+    /// Send failures the backend itself counted (a subset of `tx_dropped` plus I/O errors).
+    pub tx_errors: AtomicU64,
     /// Packets that came in on this port and were dropped, by [`DropReason::index`].
     drops: Box<[AtomicU64]>,
 }
@@ -25,6 +30,8 @@ impl Default for PortCounters {
             tx_packets: AtomicU64::new(0),
             tx_bytes: AtomicU64::new(0),
             tx_dropped: AtomicU64::new(0),
+            rx_errors: AtomicU64::new(0),
+            tx_errors: AtomicU64::new(0),
             drops: (0..DropReason::count())
                 .map(|_| AtomicU64::new(0))
                 .collect(),
@@ -40,6 +47,10 @@ pub struct PortCountersSnapshot {
     pub tx_packets: u64,
     pub tx_bytes: u64,
     pub tx_dropped: u64,
+    /// Frames lost by the backend before the pipeline (ring overruns, oversize, read errors).
+    pub rx_errors: u64,
+    /// Send failures counted by the backend.
+    pub tx_errors: u64,
     /// Total of `drops`.
     pub rx_dropped: u64,
     /// Non-zero drop counters by reason name.
@@ -86,6 +97,8 @@ impl PortCounters {
             tx_packets: self.tx_packets.load(Relaxed),
             tx_bytes: self.tx_bytes.load(Relaxed),
             tx_dropped: self.tx_dropped.load(Relaxed),
+            rx_errors: self.rx_errors.load(Relaxed),
+            tx_errors: self.tx_errors.load(Relaxed),
             rx_dropped: total,
             drops,
         }

@@ -17,6 +17,10 @@ use crate::stage::Stage;
 
 /// Frames taken from one port per round.
 pub const RX_BATCH: usize = 64;
+/// Rounds between copies of the backends' own counters into the shared ones.
+const STATS_EVERY: u64 = 1024;
+/// Least time between two log lines about the same port's I/O errors.
+const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(5);
 /// Buffers a worker starts with.
 pub const POOL_SIZE: usize = 4096;
 
@@ -48,6 +52,8 @@ pub struct Worker {
     tx: Vec<Vec<PacketBuf>>,
     idle: IdleMode,
     summary: WorkerSummary,
+    /// When each port last logged an I/O error (rate limit).
+    last_error_log: Vec<Option<std::time::Instant>>,
 }
 
 impl Worker {
@@ -66,6 +72,7 @@ impl Worker {
             .iter()
             .map(|_| Vec::with_capacity(RX_BATCH * 4))
             .collect();
+        let last_error_log = vec![None; ports.len()];
         Worker {
             ports,
             counters,
@@ -76,6 +83,7 @@ impl Worker {
             tx,
             idle,
             summary: WorkerSummary::default(),
+            last_error_log,
         }
     }
 
@@ -96,6 +104,7 @@ impl Worker {
             }
         }
         self.flush()?;
+        self.publish_port_stats();
         Ok(self.summary)
     }
 
@@ -104,7 +113,16 @@ impl Worker {
         self.summary.rounds += 1;
         let mut total = 0;
         for i in 0..self.ports.len() {
-            let n = self.ports[i].rx_batch(&mut self.pool, &mut self.rx, RX_BATCH)?;
+            let n = match self.ports[i].rx_batch(&mut self.pool, &mut self.rx, RX_BATCH) {
+                Ok(n) => n,
+                Err(e) => {
+                    // One port's trouble must not stop the switch: count, log now and then, go on.
+                    PortCounters::add(&self.counters[i].rx_errors, 1);
+                    self.log_port_error(i, &e);
+                    self.pool.put_all(&mut self.rx);
+                    0
+                }
+            };
             if n == 0 {
                 continue;
             }
@@ -125,8 +143,11 @@ impl Worker {
             }
             self.rx = batch;
         }
-        self.transmit()?;
+        self.transmit();
         self.summary.packets += total as u64;
+        if self.summary.rounds.is_multiple_of(STATS_EVERY) {
+            self.publish_port_stats();
+        }
         Ok(total)
     }
 
@@ -154,6 +175,7 @@ impl Worker {
                 s => self.tx[usize::from(s) - 1].push(pkt),
             },
             Egress::Flood { except_ingress } => {
+                let mut copies = 0;
                 for j in 0..self.ports.len() {
                     if except_ingress && j == in_idx {
                         continue;
@@ -161,11 +183,16 @@ impl Worker {
                     let mut copy = self.pool.get();
                     if copy.set_frame(pkt.frame()) {
                         self.tx[j].push(copy);
+                        copies += 1;
                     } else {
                         self.pool.put(copy);
                     }
                 }
-                self.pool.put(pkt);
+                if copies == 0 {
+                    self.drop_pkt(pkt, in_idx, DropReason::NoEgress);
+                } else {
+                    self.pool.put(pkt);
+                }
             }
             Egress::Drop(r) => self.drop_pkt(pkt, in_idx, r),
             Egress::Unset => self.drop_pkt(pkt, in_idx, DropReason::NoEgress),
@@ -178,14 +205,46 @@ impl Worker {
         self.pool.put(pkt);
     }
 
-    fn transmit(&mut self) -> Result<(), PortError> {
+    /// Copy the backends' own error counters into the shared port counters.
+    pub fn publish_port_stats(&self) {
+        for (p, c) in self.ports.iter().zip(&self.counters) {
+            let st = p.stats();
+            c.rx_errors
+                .store(st.rx_errors.max(c.rx_errors.load(Relaxed)), Relaxed);
+            c.tx_errors
+                .store(st.tx_errors.max(c.tx_errors.load(Relaxed)), Relaxed);
+        }
+    }
+
+    fn log_port_error(&mut self, i: usize, e: &PortError) {
+        let now = std::time::Instant::now();
+        if self.last_error_log[i].is_none_or(|t| now.duration_since(t) >= ERROR_LOG_INTERVAL) {
+            self.last_error_log[i] = Some(now);
+            tracing::warn!(
+                port = self.ports[i].id(),
+                "{e} (counted; the switch goes on)"
+            );
+        }
+    }
+
+    fn transmit(&mut self) {
         for j in 0..self.ports.len() {
             if self.tx[j].is_empty() {
                 continue;
             }
             let bytes: usize = self.tx[j].iter().map(|p| p.len()).sum();
             let n = self.tx[j].len();
-            let out = self.ports[j].tx_batch(&mut self.pool, &mut self.tx[j])?;
+            let out = match self.ports[j].tx_batch(&mut self.pool, &mut self.tx[j]) {
+                Ok(out) => out,
+                Err(e) => {
+                    PortCounters::add(&self.counters[j].tx_errors, 1);
+                    self.log_port_error(j, &e);
+                    crate::port::TxOutcome {
+                        sent: 0,
+                        dropped: n,
+                    }
+                }
+            };
             // A backend must drain the batch; if one did not, reclaim the buffers.
             self.pool.put_all(&mut self.tx[j]);
             let c = &self.counters[j];
@@ -199,7 +258,6 @@ impl Worker {
             }
             PortCounters::add(&c.tx_dropped, (n - out.sent) as u64);
         }
-        Ok(())
     }
 
     fn wait_idle(&mut self) -> Result<(), PortError> {

@@ -64,7 +64,27 @@ impl Switch {
     /// Install the configured initial entries, each table's entries as one atomic batch.
     /// On error nothing of the failing table is installed; the error names entry and field.
     pub fn install_initial_entries(&self) -> Result<(), tables::TableError> {
+        self.load_entries(false)
+    }
+
+    /// Back to the configured state: each table is emptied, its default action reset
+    /// and its configured entries installed in one atomic publish, so traffic never
+    /// sees a table half restored.
+    pub fn reinitialize(&self) -> Result<(), tables::TableError> {
+        self.load_entries(true)
+    }
+
+    fn load_entries(&self, reset: bool) -> Result<(), tables::TableError> {
         let mut by_table: std::collections::BTreeMap<&str, Vec<Op>> = Default::default();
+        if reset {
+            for (name, t) in self.tables.iter() {
+                let ops = by_table.entry(name).or_default();
+                ops.push(Op::Clear);
+                if !t.schema().const_default {
+                    ops.push(Op::SetDefault(t.schema().default_action.clone()));
+                }
+            }
+        }
         for ie in &self.initial_entries {
             let t = self.tables.get(&ie.table)?;
             by_table
@@ -76,11 +96,5 @@ impl Switch {
             self.tables.get(name)?.apply(&ops)?;
         }
         Ok(())
-    }
-
-    /// Back to the configured state: clear every table, then install the initial entries.
-    pub fn reinitialize(&self) -> Result<(), tables::TableError> {
-        self.clear_tables();
-        self.install_initial_entries()
     }
 }

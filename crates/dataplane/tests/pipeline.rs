@@ -307,3 +307,84 @@ fn config_errors_name_the_file_line_and_field() {
         "{err}"
     );
 }
+
+fn rig_with(config: &str, ids: &[u16]) -> Result<Rig, dataplane::ConfigError> {
+    let cfg = SwitchConfig::parse(config, Path::new("t.toml")).unwrap();
+    let mut ports: Vec<Box<dyn Port>> = Vec::new();
+    let mut handles = Vec::new();
+    for &id in ids {
+        let (p, h) = MemoryPort::new(id);
+        ports.push(Box::new(p));
+        handles.push((id, h));
+    }
+    let a = assemble_with_ports(&cfg, ports)?;
+    Ok(Rig {
+        sw: a.switch,
+        worker: a.worker,
+        ports: handles,
+    })
+}
+
+#[test]
+fn a_config_entry_sending_to_a_missing_port_is_refused_at_start() {
+    let text = format!(
+        "{CONFIG}\n[[entry]]\ntable = \"forward\"\nkey = {{ \"hdr.ipv4.dst_addr\" = \"10.0.0.1\" }}\naction = \"set_egress_port\"\nparams = {{ port = 999 }}\n"
+    );
+    let err = rig_with(&text, &PORTS).err().unwrap().to_string();
+    assert!(
+        err.contains("entry[4].params.port") && err.contains("unknown port 999"),
+        "{err}"
+    );
+}
+
+#[test]
+fn arp_still_reaches_arp_forward_when_forward_comes_first() {
+    let text = CONFIG.replace(
+        "stages = [\"arp_forward\", \"forward\"]",
+        "stages = [\"forward\", \"arp_forward\"]",
+    );
+    let mut r = rig_with(&text, &PORTS).unwrap();
+    let req = build::arp_request(CLIENT_MAC, CLIENT, SERVER);
+    r.send(132, &req);
+    assert_eq!(r.sent(140), vec![req]);
+    r.send(132, &udp_to(SERVER));
+    assert_eq!(r.sent(140).len(), 1);
+}
+
+#[test]
+fn a_flood_with_nowhere_to_go_is_counted_as_a_drop() {
+    let mut r = rig_with(
+        "[pipeline]\nstages = [\"arp_forward\", \"forward\"]\n",
+        &[148],
+    )
+    .unwrap();
+    r.send(148, &build::gratuitous_arp(SERVER_MAC, SERVER));
+    assert!(r.sent(148).is_empty());
+    assert_eq!(r.drops(148, DropReason::NoEgress), 1);
+}
+
+#[test]
+fn reinitialize_also_restores_the_default_action_in_one_publish() {
+    let r = Rig::new("");
+    let t = r.sw.tables.get("forward").unwrap().clone();
+    let e: tables::EntryJson = serde_json::from_value(serde_json::json!({
+        "key": {"hdr.ipv4.dst_addr": "192.168.12.99"},
+        "action": "set_egress_port",
+        "params": {"port": 148}
+    }))
+    .unwrap();
+    t.insert(t.entry_from_json(&e).unwrap()).unwrap();
+    t.set_default(
+        t.action_from_json(
+            "set_egress_port",
+            &serde_json::from_value(serde_json::json!({"port": 148})).unwrap(),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let before = t.version();
+    r.sw.reinitialize().unwrap();
+    assert_eq!(t.version(), before + 1, "one publish per table");
+    assert_eq!(t.len(), 2);
+    assert_eq!(t.default_action(), t.schema().default_action);
+}

@@ -26,7 +26,7 @@ macro_rules! need_root {
             eprintln!("SKIPPED: needs root (network namespaces)");
             return;
         }
-        for tool in ["ip", "ping", "ethtool"] {
+        for tool in ["ip", "ping", "ethtool", "iperf3"] {
             if which(tool).is_none() {
                 panic!("'{tool}' is missing: run scripts/ensure-deps.sh");
             }
@@ -219,8 +219,8 @@ fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
     let tx140 = lab.tx(140);
     assert!(tx140 >= 5, "port 140 sent the echo requests: {tx140}");
 
-    // A TCP transfer through the switch: iperf3 if present, else a bash /dev/tcp stream.
-    if which("iperf3").is_some() {
+    // A TCP transfer through the switch (iperf3 is required above).
+    {
         let server = Command::new("ip")
             .args([
                 "netns",

@@ -65,7 +65,7 @@ fn blaster_sends_exactly_n_frames_to_sink() {
     assert_eq!(got, N, "paced: sink counted {got} of {N}");
     let secs = st.elapsed.as_secs_f64();
     assert!(
-        (0.35..=1.0).contains(&secs),
+        (0.35..=2.0).contains(&secs),
         "paced run took {secs} s, expected ~0.5 s"
     );
 }

@@ -4,8 +4,8 @@
 //! `set_egress_port_with_mac(port, dst_mac)` (also rewrites the destination MAC)
 //! and `NoAction`, the default (non-const, as in the final upstream program),
 //! which leaves no egress so the packet is dropped. Size 1024. Like the seed
-//! program it accepts only IPv4 (other ethertypes are dropped) and drops TTL 0;
-//! it does not decrement the TTL.
+//! program it accepts only IPv4 (other ethertypes but ARP, which it leaves to
+//! `arp_forward`, are dropped) and drops TTL 0; it does not decrement the TTL.
 
 use std::sync::Arc;
 
@@ -88,8 +88,11 @@ impl Stage for Forward {
 
     #[inline]
     fn process(&mut self, pkt: &mut PacketBuf, meta: &mut Meta) -> Flow {
-        if meta.hdr.l3 != L3Kind::Ipv4 {
-            return meta.drop_with(DropReason::NotIpv4);
+        match meta.hdr.l3 {
+            L3Kind::Ipv4 => {}
+            // ARP is `arp_forward`'s, wherever it stands in the pipeline.
+            L3Kind::Arp => return Flow::Continue,
+            _ => return meta.drop_with(DropReason::NotIpv4),
         }
         let off = usize::from(meta.hdr.l3_off);
         let frame = pkt.frame();

@@ -323,15 +323,15 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
             &["arping", "-U", "-c", "1", "-I", "eth0", SERVER],
         );
         std::thread::sleep(Duration::from_millis(100));
-        let after = d.tx_of(132)?;
+        let flooded = d.tx_of(132)? - before;
         d.record(
             "gratuitous ARP from loveland",
-            "ok",
-            format!(
-                "flooded: port 132 sent {} ARP frame(s) to the client",
-                after - before
-            ),
+            if flooded > 0 { "ok" } else { "UNEXPECTED" },
+            format!("flooded: port 132 sent {flooded} ARP frame(s) to the client"),
         );
+        if flooded == 0 {
+            bail!("the gratuitous ARP was not flooded to the client's port");
+        }
     }
     d.post(
         "/updateForward",
