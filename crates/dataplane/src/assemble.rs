@@ -22,6 +22,8 @@ pub struct Assembled {
     pub switch: Arc<Switch>,
     pub worker: Worker,
     pub stop_at_eof: bool,
+    /// SCHED_FIFO priority for the worker thread, if the config asks for one.
+    pub realtime_priority: Option<u8>,
 }
 
 /// Build a stage by name, creating and registering its tables.
@@ -212,5 +214,6 @@ pub fn assemble_with_ports(
         switch: Arc::new(switch),
         worker: Worker::new(with_counters, stages, idle),
         stop_at_eof: cfg.stop_at_eof(),
+        realtime_priority: cfg.engine.realtime_priority,
     })
 }

@@ -128,6 +128,12 @@ pub struct EngineConfig {
     pub busy_poll: bool,
     /// Stop once every input is exhausted (default: true when every port is a pcap port).
     pub stop_at_eof: Option<bool>,
+    /// Run the worker thread SCHED_FIFO at this priority (1-99). When the worker shares
+    /// its core with the kernel thread that fills its AF_PACKET rings, this keeps that
+    /// thread from receiving frames the worker has no time for (at saturation more than
+    /// half of them, all dropped at the full ring). Not with `busy_poll`, which would
+    /// starve everything else on the core.
+    pub realtime_priority: Option<u8>,
 }
 
 /// The whole file.
@@ -177,6 +183,7 @@ impl SwitchConfig {
         cfg.file = path.to_path_buf();
         cfg.text = text.to_string();
         cfg.check_ports()?;
+        cfg.check_engine()?;
         Ok(cfg)
     }
 
@@ -226,6 +233,27 @@ impl SwitchConfig {
                     .iter()
                     .all(|p| p.get_ref().backend == Backend::Pcap)
         })
+    }
+
+    fn check_engine(&self) -> Result<(), ConfigError> {
+        if let Some(p) = self.engine.realtime_priority {
+            let at = self.offset_of_line("realtime_priority");
+            if !(1..=99).contains(&p) {
+                return Err(self.field_error(
+                    at,
+                    "engine.realtime_priority",
+                    format!("{p} is not in 1..=99"),
+                ));
+            }
+            if self.engine.busy_poll {
+                return Err(self.field_error(
+                    at,
+                    "engine.realtime_priority",
+                    "a real-time worker that busy-polls would starve its core; drop busy_poll",
+                ));
+            }
+        }
+        Ok(())
     }
 
     fn check_ports(&self) -> Result<(), ConfigError> {

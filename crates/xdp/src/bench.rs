@@ -54,6 +54,19 @@ pub struct BenchConfig {
     pub bridge: bool,
     /// Run Open vSwitch (userspace datapath) when installed.
     pub ovs: bool,
+    /// How the sink counts what the dut delivers.
+    pub sink: SinkKind,
+}
+
+/// The sink's counting program.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SinkKind {
+    /// tcx ingress: costs every dut the same per frame (the default).
+    Tc,
+    /// Native XDP: cheapest, but veth then copies every skb lacking 256 bytes of
+    /// headroom into page-pool memory first, which only socket-sent frames (AF_PACKET
+    /// and OVS duts) lack; kernel-forwarded frames come from XDP memory already.
+    Xdp,
 }
 
 impl Default for BenchConfig {
@@ -72,6 +85,7 @@ impl Default for BenchConfig {
             kernel: true,
             bridge: true,
             ovs: true,
+            sink: SinkKind::Tc,
         }
     }
 }
@@ -398,7 +412,10 @@ fn run_one(
     alive: &mut dyn FnMut() -> Result<()>,
 ) -> Result<BenchResult> {
     let t = &topo.info;
-    let sink = Sink::attach(&t.sink_ns, &t.sink_if)?;
+    let sink = match cfg.sink {
+        SinkKind::Tc => Sink::attach_tc(&t.sink_ns, &t.sink_if)?,
+        SinkKind::Xdp => Sink::attach(&t.sink_ns, &t.sink_if)?,
+    };
     let flow = FlowSpec {
         frame_len: cfg.frame_len,
         ..FlowSpec::new(t.gen_mac, dst_mac, t.gen_ip, t.sink_ip)
@@ -414,7 +431,7 @@ fn run_one(
         ));
     }
     let placement = format!(
-        "gen cpu{} (pinned); {placement}; sink XDP ({}) in softirq of the transmitting cpu",
+        "gen cpu{} (pinned); {placement}; sink {} in softirq of the transmitting cpu",
         cfg.gen_cpu,
         sink.mode()
     );

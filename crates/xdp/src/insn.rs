@@ -321,9 +321,45 @@ pub fn count_prog(map_fd: i32, verdict: i32) -> Vec<Insn> {
     ]
 }
 
+/// The counting program for tc (tcx ingress): as [`count_prog`], but the context is a
+/// `struct __sk_buff`, whose first field is the frame length, and the verdict is a TC action.
+pub fn count_prog_tc(map_fd: i32, verdict: i32) -> Vec<Insn> {
+    use reg::*;
+    let [ld0, ld1] = Insn::ld_map_fd(R1, map_fd);
+    vec![
+        Insn::mov64_reg(R6, R1),           // r6 = skb
+        Insn::st_w(R10, -4, 0),            // key = 0 on the stack
+        ld0,                               // r1 = map
+        ld1,                               //
+        Insn::mov64_reg(R2, R10),          // r2 = &key
+        Insn::add64_imm(R2, -4),           //
+        Insn::call(func::MAP_LOOKUP_ELEM), // r0 = &value or NULL
+        Insn::jeq_imm(R0, 0, 4),           // NULL: skip counting
+        Insn::mov64_imm(R1, 1),            //
+        Insn::atomic_add64(R0, R1, 0),     // packets += 1
+        Insn::ldx_w(R2, R6, 0),            // r2 = skb->len
+        Insn::atomic_add64(R0, R2, 8),     // bytes += len
+        Insn::mov64_imm(R0, verdict),      //
+        Insn::exit(),                      //
+    ]
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tc_count_prog_jumps_to_the_verdict() {
+        let p = count_prog_tc(5, 2);
+        // The NULL check at index 7 skips 4 instructions: to `r0 = verdict` at index 12.
+        assert_eq!(p[7].to_bytes()[0], 0x15, "jeq imm");
+        assert_eq!(
+            i16::from_le_bytes([p[7].to_bytes()[2], p[7].to_bytes()[3]]),
+            4
+        );
+        assert_eq!(p[12].to_bytes(), [0xb7, 0, 0, 0, 2, 0, 0, 0]);
+        assert_eq!(p[13].to_bytes()[0], 0x95);
+    }
 
     fn bytes(prog: &[Insn]) -> Vec<u8> {
         prog.iter().flat_map(|i| i.to_bytes()).collect()

@@ -22,6 +22,10 @@ pub enum AttachMode {
     Native,
     /// Generic (skb) XDP: works everywhere, slower.
     Generic,
+    /// A tcx ingress program: counts skbs as the stack receives them, whatever memory
+    /// they were built in (an XDP sink makes veth copy every skb without 256 bytes of
+    /// headroom, i.e. every frame a socket sent, which taxes user-space duts only).
+    Tc,
 }
 
 impl fmt::Display for AttachMode {
@@ -29,6 +33,7 @@ impl fmt::Display for AttachMode {
         f.write_str(match self {
             AttachMode::Native => "native",
             AttachMode::Generic => "generic",
+            AttachMode::Tc => "tc",
         })
     }
 }
@@ -85,6 +90,36 @@ impl Sink {
             _prog: prog,
             _link: link,
             mode,
+            ncpus,
+            netns: netns.to_string(),
+            iface: iface.to_string(),
+        })
+    }
+
+    /// Attach a counting tcx ingress program to `iface` in `netns` ("" = current).
+    pub fn attach_tc(netns: &str, iface: &str) -> Result<Sink> {
+        let ncpus = sys::possible_cpus()?;
+        let map = sys::create_percpu_array("sb_sink_cnt", VALUE_SIZE as u32, 1)?;
+        /// `TC_ACT_SHOT`.
+        const SHOT: i32 = 2;
+        let prog = sys::load_prog(
+            "sb_sink_tc",
+            sys::BPF_PROG_TYPE_SCHED_CLS,
+            sys::BPF_TCX_INGRESS,
+            &crate::insn::count_prog_tc(std::os::fd::AsRawFd::as_raw_fd(&map), SHOT),
+        )?;
+        let link = in_netns(netns, || {
+            let idx = ifindex(netns, iface)?;
+            sys::link_create(&prog, idx, sys::BPF_TCX_INGRESS, 0).map_err(|source| Error::Bpf {
+                cmd: "BPF_LINK_CREATE(tcx ingress)",
+                source,
+            })
+        })?;
+        Ok(Sink {
+            map,
+            _prog: prog,
+            _link: link,
+            mode: AttachMode::Tc,
             ncpus,
             netns: netns.to_string(),
             iface: iface.to_string(),

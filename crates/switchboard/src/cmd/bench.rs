@@ -9,7 +9,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use anyhow::Context;
-use xdp::bench::{BenchConfig, BenchTopo, DutSpec, render_table, run_bench};
+use xdp::bench::{BenchConfig, BenchTopo, DutSpec, SinkKind, render_table, run_bench};
 
 #[derive(clap::Args)]
 pub struct BenchArgs {
@@ -36,13 +36,17 @@ pub struct BenchArgs {
     /// (sleep in poll(2) when idle) is the one measured first.
     #[arg(long)]
     with_busy_poll: bool,
+    /// How the sink counts: `tc` (tcx ingress, the same cost for every dut) or `xdp`
+    /// (native XDP; veth then copies every socket-sent frame first, a tax on user-space duts).
+    #[arg(long, default_value = "tc", value_parser = ["tc", "xdp"])]
+    sink: String,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
 }
 
 /// A switchboard dut: two AF_PACKET ports, the `forward` stage, one entry for the sink.
-fn switchboard_dut(name: &str, busy_poll: bool) -> DutSpec {
+fn switchboard_dut(name: &str, busy_poll: bool, realtime: Option<u8>) -> DutSpec {
     DutSpec {
         name: name.to_string(),
         start: Box::new(move |t: &BenchTopo| -> xdp::Result<Child> {
@@ -56,10 +60,15 @@ fn switchboard_dut(name: &str, busy_poll: bool) -> DutSpec {
                 "[[port]]\nid = 1\nbackend = \"afpacket\"\niface = \"{}\"\n\n\
                  [[port]]\nid = 2\nbackend = \"afpacket\"\niface = \"{}\"\n\n\
                  [pipeline]\nstages = [\"forward\"]\n\n\
-                 [engine]\nbusy_poll = {busy_poll}\n\n\
+                 [engine]\nbusy_poll = {busy_poll}\n{rt}\n\
                  [[entry]]\ntable = \"forward\"\nkey = {{ \"hdr.ipv4.dst_addr\" = \"{}\" }}\n\
                  action = \"set_egress_port_with_mac\"\nparams = {{ port = 2, dst_mac = \"{mac}\" }}\n",
-                t.dut_in, t.dut_out, t.sink_ip
+                t.dut_in,
+                t.dut_out,
+                t.sink_ip,
+                rt = realtime
+                    .map(|p| format!("realtime_priority = {p}\n"))
+                    .unwrap_or_default(),
             );
             let path = std::env::temp_dir().join(format!(
                 "sb-bench-{}-{}.toml",
@@ -88,14 +97,23 @@ fn switchboard_dut(name: &str, busy_poll: bool) -> DutSpec {
                 ])
                 .arg(&path)
                 .stdin(Stdio::null())
-                .stdout(Stdio::null())
-                .stderr(Stdio::null())
+                .stdout(dut_output())
+                .stderr(dut_output())
                 .spawn()
                 .map_err(|e| xdp::Error::Io {
                     context: "starting switchboard run".into(),
                     source: e,
                 })
         }),
+    }
+}
+
+/// The dut's own output (its counters at exit): shown with `SWITCHBOARD_BENCH_DUT_LOG=1`.
+fn dut_output() -> Stdio {
+    if std::env::var_os("SWITCHBOARD_BENCH_DUT_LOG").is_some() {
+        Stdio::inherit()
+    } else {
+        Stdio::null()
     }
 }
 
@@ -106,16 +124,31 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         search_steps: a.search_steps,
         bridge: !a.no_bridge && !a.quick,
         ovs: !a.no_ovs && !a.quick,
+        sink: if a.sink == "xdp" {
+            SinkKind::Xdp
+        } else {
+            SinkKind::Tc
+        },
         ..BenchConfig::default()
     };
     eprintln!(
         "bench: gen -> dut -> sink over veth, {}-byte frames (+FCS), {} UDP flows; generator on cpu{}, \
-         dut (its process and its receive NAPI thread) on cpu{}; {} s saturation + {} search steps of {} s per dut",
-        cfg.frame_len, cfg.flows, cfg.gen_cpu, cfg.dut_cpu, a.duration, a.search_steps, a.step
+         dut (its process and its receive NAPI thread) on cpu{}; sink counts with {}; {} s saturation + {} search steps of {} s per dut",
+        cfg.frame_len,
+        cfg.flows,
+        cfg.gen_cpu,
+        cfg.dut_cpu,
+        a.sink,
+        a.duration,
+        a.search_steps,
+        a.step
     );
-    let mut duts = vec![switchboard_dut("switchboard", false)];
+    let mut duts = vec![
+        switchboard_dut("switchboard", false, None),
+        switchboard_dut("switchboard-rt", false, Some(10)),
+    ];
     if a.with_busy_poll {
-        duts.push(switchboard_dut("switchboard-busy", true));
+        duts.push(switchboard_dut("switchboard-busy", true, None));
     }
     let results = run_bench(&cfg, &duts)?;
     let ceiling = xdp::bench::generator_ceiling(&cfg).context("measuring the generator alone")?;

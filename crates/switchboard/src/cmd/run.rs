@@ -21,12 +21,21 @@ pub struct RunArgs {
     /// Pin the worker thread to this CPU.
     #[arg(long)]
     cpu: Option<usize>,
+    /// Run the worker SCHED_FIFO at this priority (overrides `[engine] realtime_priority`).
+    #[arg(long, value_parser = clap::value_parser!(u8).range(1..=99))]
+    realtime: Option<u8>,
 }
 
 pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut cfg = SwitchConfig::load(&a.config)?;
     if let Some(l) = a.listen {
         cfg.api.listen = l;
+    }
+    if a.realtime.is_some() {
+        if cfg.engine.busy_poll {
+            anyhow::bail!("--realtime with [engine] busy_poll would starve the worker's core");
+        }
+        cfg.engine.realtime_priority = a.realtime;
     }
     let built = dataplane::assemble(&cfg)?;
     let switch = built.switch.clone();
@@ -59,12 +68,16 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
     let mut worker = built.worker;
     let stop_at_eof = built.stop_at_eof;
     let cpu = a.cpu;
+    let rt = built.realtime_priority;
     let t0 = Instant::now();
     let handle = std::thread::Builder::new()
         .name("sb-worker-0".into())
         .spawn(move || {
             if let Some(cpu) = cpu {
                 pin_to_cpu(cpu);
+            }
+            if let Some(prio) = rt {
+                set_realtime(prio);
             }
             worker.run(&stop, stop_at_eof)
         })
@@ -87,14 +100,14 @@ pub fn run(a: RunArgs) -> anyhow::Result<()> {
 /// Print per-port counters as a table.
 pub fn print_port_table(switch: &dataplane::Switch) {
     println!(
-        "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10}  drops",
-        "port", "backend", "target", "rx_pkts", "tx_pkts", "rx_drop", "tx_drop"
+        "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}  drops",
+        "port", "backend", "target", "rx_pkts", "tx_pkts", "rx_drop", "tx_drop", "rx_err"
     );
     for p in &switch.ports {
         let c = p.counters.snapshot();
         let drops: Vec<String> = c.drops.iter().map(|(k, v)| format!("{k}={v}")).collect();
         println!(
-            "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10}  {}",
+            "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
             p.id,
             p.backend,
             p.target,
@@ -102,7 +115,23 @@ pub fn print_port_table(switch: &dataplane::Switch) {
             c.tx_packets,
             c.rx_dropped,
             c.tx_dropped,
+            c.rx_errors,
             drops.join(" ")
+        );
+    }
+}
+
+/// Make the calling thread SCHED_FIFO at `prio` (best effort: a failure is logged).
+pub fn set_realtime(prio: u8) {
+    let param = libc::sched_param {
+        sched_priority: i32::from(prio),
+    };
+    // SAFETY: param is a valid sched_param for the call's duration; 0 is this thread.
+    if unsafe { libc::sched_setscheduler(0, libc::SCHED_FIFO, &param) } != 0 {
+        tracing::warn!(
+            prio,
+            "could not make the worker real-time: {}",
+            std::io::Error::last_os_error()
         );
     }
 }
