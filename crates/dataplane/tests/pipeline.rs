@@ -326,6 +326,36 @@ fn rig_with(config: &str, ids: &[u16]) -> Result<Rig, dataplane::ConfigError> {
 }
 
 #[test]
+fn realtime_priority_is_checked() {
+    let base = "[pipeline]\nstages = [\"forward\"]\n[engine]\n";
+    let ok = SwitchConfig::parse(
+        &format!("{base}realtime_priority = 10\n"),
+        Path::new("r.toml"),
+    )
+    .unwrap();
+    assert_eq!(ok.engine.realtime_priority, Some(10));
+    let err = SwitchConfig::parse(
+        &format!("{base}realtime_priority = 0\n"),
+        Path::new("r.toml"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(
+        err.contains("r.toml:4") && err.contains("engine.realtime_priority"),
+        "{err}"
+    );
+    let err = SwitchConfig::parse(
+        &format!("{base}busy_poll = true\nrealtime_priority = 10\n"),
+        Path::new("r.toml"),
+    )
+    .err()
+    .unwrap()
+    .to_string();
+    assert!(err.contains("starve"), "{err}");
+}
+
+#[test]
 fn a_config_entry_sending_to_a_missing_port_is_refused_at_start() {
     let text = format!(
         "{CONFIG}\n[[entry]]\ntable = \"forward\"\nkey = {{ \"hdr.ipv4.dst_addr\" = \"10.0.0.1\" }}\naction = \"set_egress_port\"\nparams = {{ port = 999 }}\n"

@@ -69,3 +69,51 @@ fn blaster_sends_exactly_n_frames_to_sink() {
         "paced run took {secs} s, expected ~0.5 s"
     );
 }
+
+#[test]
+fn tc_sink_counts_frames_the_stack_receives() {
+    if !is_root() {
+        eprintln!("SKIPPED: needs root");
+        return;
+    }
+    let ns_a = NetnsGuard::create(&unique("-c")).expect("netns a");
+    let ns_b = NetnsGuard::create(&unique("-d")).expect("netns b");
+    let (ia, ib) = (unique("c"), unique("d"));
+    veth_pair(&ia, ns_a.name(), &ib, ns_b.name()).expect("veth");
+    // No XDP on the sink side: GRO gives the veth the NAPI that XDP-sent frames need.
+    let st = std::process::Command::new("ip")
+        .args([
+            "netns",
+            "exec",
+            ns_b.name(),
+            "ethtool",
+            "-K",
+            &ib,
+            "gro",
+            "on",
+        ])
+        .status()
+        .expect("ethtool");
+    assert!(st.success(), "ethtool -K {ib} gro on");
+    let sink = Sink::attach_tc(ns_b.name(), &ib).expect("tc sink attach");
+    assert_eq!(sink.mode(), xdp::AttachMode::Tc);
+    let frame = build_udp_frame(&FlowSpec::new(
+        mac_of(ns_a.name(), &ia).unwrap(),
+        mac_of(ns_b.name(), &ib).unwrap(),
+        "10.10.1.1".parse().unwrap(),
+        "10.10.1.2".parse().unwrap(),
+    ))
+    .unwrap();
+    let len = frame.len() as u64;
+    const N: u64 = 20_000;
+    let blaster = Blaster::new(ns_a.name(), &ia, frame).expect("blaster");
+    // Paced, so the sink's backlog never overflows.
+    let stats = blaster
+        .run(N, Some(100_000), &AtomicBool::new(false))
+        .expect("run");
+    assert_eq!(stats.sent, N);
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let c = sink.counters().unwrap();
+    assert_eq!(c.packets, N, "tc sink counted {} of {N}", c.packets);
+    assert_eq!(c.bytes, N * len);
+}
