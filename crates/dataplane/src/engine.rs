@@ -232,7 +232,6 @@ impl Worker {
             if self.tx[j].is_empty() {
                 continue;
             }
-            let bytes: usize = self.tx[j].iter().map(|p| p.len()).sum();
             let n = self.tx[j].len();
             let out = match self.ports[j].tx_batch(&mut self.pool, &mut self.tx[j]) {
                 Ok(out) => out,
@@ -240,8 +239,8 @@ impl Worker {
                     PortCounters::add(&self.counters[j].tx_errors, 1);
                     self.log_port_error(j, &e);
                     crate::port::TxOutcome {
-                        sent: 0,
                         dropped: n,
+                        ..Default::default()
                     }
                 }
             };
@@ -249,13 +248,7 @@ impl Worker {
             self.pool.put_all(&mut self.tx[j]);
             let c = &self.counters[j];
             PortCounters::add(&c.tx_packets, out.sent as u64);
-            if out.sent == n {
-                PortCounters::add(&c.tx_bytes, bytes as u64);
-            } else {
-                // Partial sends: attribute bytes by average size; exact per-frame
-                // bytes would need a second pass the fast path does not pay for.
-                PortCounters::add(&c.tx_bytes, (bytes * out.sent / n.max(1)) as u64);
-            }
+            PortCounters::add(&c.tx_bytes, out.bytes as u64);
             PortCounters::add(&c.tx_dropped, (n - out.sent) as u64);
         }
     }

@@ -192,6 +192,16 @@ node = "h1"
 cmd = ["sleep", "300"]
 "#;
 
+/// Removes a lab by name when dropped, so a failed assertion after `mem::forget`
+/// leaves nothing behind.
+struct DownOnDrop(&'static str);
+
+impl Drop for DownOnDrop {
+    fn drop(&mut self) {
+        let _ = down_by_name(self.0);
+    }
+}
+
 #[test]
 fn crash_then_down_by_name_removes_everything() {
     if !need_root() {
@@ -199,6 +209,7 @@ fn crash_then_down_by_name_removes_everything() {
     }
     let topo = fresh("tcrash", SWITCHED);
     let lab = Lab::up(&topo, LabOptions::default()).expect("lab up");
+    let _cleanup = DownOnDrop("tcrash");
     let pids: Vec<u32> = lab.pids().into_iter().map(|(p, _)| p).collect();
     assert_eq!(pids.len(), 1);
     assert!(running(pids[0]));
@@ -228,6 +239,7 @@ fn crash_without_state_file_falls_back_to_prefix() {
     let text = SWITCHED.replace("tcrash", "tnostate");
     let topo = fresh("tnostate", &text);
     let lab = Lab::up(&topo, LabOptions::default()).expect("lab up");
+    let _cleanup = DownOnDrop("tnostate");
     let pid = lab.pids()[0].0;
     std::mem::forget(lab);
     std::fs::remove_file(lab::state_path("tnostate")).unwrap();

@@ -506,7 +506,7 @@ impl Port for AfPacketPort {
         batch: &mut Vec<PacketBuf>,
     ) -> Result<TxOutcome, PortError> {
         let total = batch.len();
-        let (mut pos, mut sent) = (0, 0);
+        let (mut pos, mut sent, mut bytes) = (0, 0, 0);
         // SAFETY: zeroed iovec/mmsghdr arrays are valid (null pointers, zero lengths).
         let mut iov: [libc::iovec; TX_CHUNK] = unsafe { std::mem::zeroed() };
         let mut msgs: [libc::mmsghdr; TX_CHUNK] = unsafe { std::mem::zeroed() };
@@ -530,6 +530,10 @@ impl Port for AfPacketPort {
                 )
             };
             if r > 0 {
+                bytes += batch[pos..pos + r as usize]
+                    .iter()
+                    .map(|b| b.len())
+                    .sum::<usize>();
                 pos += r as usize;
                 sent += r as usize;
                 continue;
@@ -552,7 +556,11 @@ impl Port for AfPacketPort {
         let dropped = total - sent;
         self.tx_errors += dropped as u64;
         pool.put_all(batch);
-        Ok(TxOutcome { sent, dropped })
+        Ok(TxOutcome {
+            sent,
+            bytes,
+            dropped,
+        })
     }
 
     fn poll_fd(&self) -> Option<RawFd> {

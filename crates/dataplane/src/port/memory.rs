@@ -98,10 +98,16 @@ impl Port for MemoryPort {
     ) -> Result<TxOutcome, PortError> {
         let mut q = self.handle.lock();
         let sent = batch.len();
+        let mut bytes = 0;
         for b in batch.drain(..) {
+            bytes += b.len();
             q.tx.push(b.frame().to_vec());
             pool.put(b);
         }
-        Ok(TxOutcome { sent, dropped: 0 })
+        Ok(TxOutcome {
+            sent,
+            bytes,
+            dropped: 0,
+        })
     }
 }

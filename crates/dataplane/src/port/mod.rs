@@ -45,6 +45,8 @@ pub struct PortStats {
 #[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
 pub struct TxOutcome {
     pub sent: usize,
+    /// Bytes of the frames sent (exact even when some in the middle were dropped).
+    pub bytes: usize,
     /// Frames given to tx that were dropped (the link was full: never block, count).
     pub dropped: usize,
 }

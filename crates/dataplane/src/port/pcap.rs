@@ -142,7 +142,10 @@ impl Port for PcapInPort {
     ) -> Result<TxOutcome, PortError> {
         let dropped = batch.len();
         pool.put_all(batch);
-        Ok(TxOutcome { sent: 0, dropped })
+        Ok(TxOutcome {
+            dropped,
+            ..TxOutcome::default()
+        })
     }
     fn rx_exhausted(&self) -> bool {
         self.exhausted
@@ -256,6 +259,7 @@ impl Port for PcapOutPort {
         let mut first_err = None;
         for b in batch.drain(..) {
             let frame = b.frame();
+            let len = frame.len();
             let pkt = PcapPacket::new(
                 Duration::from_micros(self.written),
                 frame.len() as u32,
@@ -265,6 +269,7 @@ impl Port for PcapOutPort {
                 Ok(_) => {
                     self.written += 1;
                     out.sent += 1;
+                    out.bytes += len;
                 }
                 Err(e) => {
                     self.tx_errors += 1;
@@ -376,7 +381,10 @@ impl Port for PcapPort {
             None => {
                 let dropped = batch.len();
                 pool.put_all(batch);
-                Ok(TxOutcome { sent: 0, dropped })
+                Ok(TxOutcome {
+                    dropped,
+                    ..TxOutcome::default()
+                })
             }
         }
     }
@@ -432,13 +440,7 @@ mod tests {
                 })
                 .collect();
             let out = port.tx_batch(pool, &mut batch).unwrap();
-            assert_eq!(
-                out,
-                TxOutcome {
-                    sent: chunk.len(),
-                    dropped: 0
-                }
-            );
+            assert_eq!((out.sent, out.dropped), (chunk.len(), 0));
             assert!(batch.is_empty());
         }
     }

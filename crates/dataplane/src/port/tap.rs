@@ -231,6 +231,7 @@ impl Port for TapPort {
                 let r = unsafe { libc::write(self.fd.as_raw_fd(), f.as_ptr().cast(), f.len()) };
                 if r >= 0 {
                     out.sent += 1;
+                    out.bytes += f.len();
                     break;
                 }
                 let e = std::io::Error::last_os_error();
@@ -356,13 +357,7 @@ mod tests {
                     .unwrap(),
             ];
             let o = port.tx_batch(&mut pool, &mut batch).unwrap();
-            assert_eq!(
-                o,
-                TxOutcome {
-                    sent: 1,
-                    dropped: 0
-                }
-            );
+            assert_eq!((o.sent, o.dropped), (1, 0));
             let reply = rx_until(&mut port, &mut pool, |f| {
                 f.len() >= 42 && f[12..14] == [0x08, 0x06] && f[20..22] == [0, 2]
             });
