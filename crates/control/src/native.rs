@@ -105,6 +105,7 @@ async fn insert_entry(
 ) -> ApiResult<(StatusCode, AppJson<EntryInfo>)> {
     let t = st.table(&name)?;
     let spec = parse_entry(&st, t, &e)?;
+    let _g = st.lock_multi_write();
     t.insert(spec.clone())?;
     tracing::info!(table = %name, key = %t.schema().format_key(&spec.key), "entry inserted");
     Ok((StatusCode::CREATED, AppJson(entry_info(t, &spec, 0, 0))))
@@ -117,6 +118,7 @@ async fn modify_entry(
 ) -> ApiResult<AppJson<EntryInfo>> {
     let t = st.table(&name)?;
     let spec = parse_entry(&st, t, &e)?;
+    let _g = st.lock_multi_write();
     t.modify(spec.clone())?;
     tracing::info!(table = %name, key = %t.schema().format_key(&spec.key), "entry modified");
     let (p, b) = t.get(&spec.key).map_or((0, 0), |e| e.counters.get());
@@ -130,6 +132,7 @@ async fn delete_entry(
 ) -> ApiResult<AppJson<Value>> {
     let t = st.table(&name)?;
     let key = t.key_from_json(&d.key)?;
+    let _g = st.lock_multi_write();
     let old = t.get(&key)?;
     t.delete(&key)?;
     tracing::info!(table = %name, key = %t.schema().format_key(&key), "entry deleted");
@@ -173,6 +176,7 @@ async fn batch(
         ops.push(parsed.map_err(|e| e.context(&format!("batch op #{i} (ops[{i}])")))?);
     }
     let n = ops.len();
+    let _g = st.lock_multi_write();
     t.apply(&ops)?;
     tracing::info!(table = %name, ops = n, "batch applied");
     Ok(AppJson(json!({"status": "success", "applied": n})))
@@ -183,6 +187,7 @@ async fn clear_table(
     Path(name): Path<String>,
 ) -> ApiResult<AppJson<Value>> {
     let t = st.table(&name)?;
+    let _g = st.lock_multi_write();
     let n = t.len();
     t.clear();
     tracing::info!(table = %name, removed = n, "table cleared");
@@ -209,6 +214,7 @@ async fn set_default(
     let t = st.table(&name)?;
     st.check_action_ports(t, &a.action, &a.params)?;
     let call = t.action_from_json(&a.action, &a.params)?;
+    let _g = st.lock_multi_write();
     t.set_default(call)?;
     tracing::info!(table = %name, action = %a.action, "default action set");
     Ok(AppJson(current_default(t)))

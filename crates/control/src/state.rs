@@ -35,7 +35,8 @@ impl AppState {
         Ok(self.switch.tables.get(name)?)
     }
 
-    /// Held across the writes of one compound operation. Only synchronous table writes happen
+    /// Taken by every REST write, so a compound operation (a compat endpoint writing two
+    /// tables, or rolling one back) never interleaves with another write. Only synchronous table writes happen
     /// under it (never an `.await`). A panic under the lock leaves no half state behind it
     /// (tables publish whole versions), so poisoning is ignored.
     pub fn lock_multi_write(&self) -> MutexGuard<'_, ()> {
