@@ -13,9 +13,10 @@ use clap::{Parser, Subcommand};
     about = "A fast user-space software switch and router"
 )]
 struct Cli {
-    /// Log filter (tracing env-filter syntax), e.g. "info" or "dataplane=debug".
-    #[arg(long, global = true, default_value = "info", env = "SWITCHBOARD_LOG")]
-    log: String,
+    /// Log filter (tracing env-filter syntax), e.g. "info" or "dataplane=debug"
+    /// [default: "info"; "warn" for demo and bench, whose own output tells the story].
+    #[arg(long, global = true, env = "SWITCHBOARD_LOG")]
+    log: Option<String>,
     #[command(subcommand)]
     cmd: Command,
 }
@@ -38,8 +39,13 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    let quiet = matches!(cli.cmd, Command::Demo(_) | Command::Bench(_));
+    let filter = cli
+        .log
+        .clone()
+        .unwrap_or_else(|| if quiet { "warn" } else { "info" }.to_string());
     tracing_subscriber::fmt()
-        .with_env_filter(tracing_subscriber::EnvFilter::new(&cli.log))
+        .with_env_filter(tracing_subscriber::EnvFilter::new(&filter))
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();

@@ -277,7 +277,19 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
     ));
     wait_for_api(api, Duration::from_secs(15), &log_path(&topo.name, sw))?;
     let p = d.api.pipeline()?;
-    println!("      REST API at http://{api}; pipeline {p}");
+    let stages: Vec<String> = p
+        .as_array()
+        .or_else(|| p.get("stages").and_then(Value::as_array))
+        .map(|a| {
+            a.iter()
+                .filter_map(|s| s.get("name").and_then(Value::as_str).map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default();
+    println!(
+        "      REST API at http://{api}; pipeline {}",
+        stages.join(" -> ")
+    );
 
     d.step("clean tables: with no entry nothing arrives (default NoAction = drop)");
     d.post("/cleanup", json!({}))?;
