@@ -418,3 +418,18 @@ fn reinitialize_also_restores_the_default_action_in_one_publish() {
     assert_eq!(t.len(), 2);
     assert_eq!(t.default_action(), t.schema().default_action);
 }
+
+#[test]
+fn a_bad_ipv4_checksum_is_forwarded_with_the_seed_programs_mac_tag() {
+    let mut r = Rig::new("");
+    let mut bad = udp_to(SERVER);
+    bad[14 + 10] ^= 0xff; // corrupt the header checksum
+    r.send(132, &bad);
+    let out = r.sent(140);
+    assert_eq!(out.len(), 1);
+    assert_eq!(&out[0][0..6], &[0, 0, 0xde, 0xad, 0xbe, 0xef]);
+    assert_eq!(&out[0][6..], &bad[6..]);
+    // A good one keeps the entry's MAC.
+    r.send(132, &udp_to(SERVER));
+    assert_eq!(&r.sent(140)[0][0..6], &SERVER_MAC.0);
+}

@@ -6,6 +6,9 @@
 //! which leaves no egress so the packet is dropped. Size 1024. Like the seed
 //! program it accepts only IPv4 (other ethertypes but ARP, which it leaves to
 //! `arp_forward`, are dropped) and drops TTL 0; it does not decrement the TTL.
+//! Also as upstream, a packet whose IPv4 header checksum is wrong is forwarded
+//! with its destination MAC set to the tag 00:00:de:ad:be:ef (the seed program's
+//! way of marking parser checksum errors), so a capture shows them.
 
 use std::sync::Arc;
 
@@ -26,6 +29,9 @@ pub const SET_EGRESS_PORT_WITH_MAC: &str = "set_egress_port_with_mac";
 pub const NO_ACTION: &str = "NoAction";
 /// Key field name as in the P4 source.
 pub const KEY: &str = "hdr.ipv4.dst_addr";
+
+/// Destination MAC the seed program writes on packets with a bad IPv4 header checksum.
+pub const BAD_CHECKSUM_TAG: u128 = 0x0000_dead_beef;
 
 const A_SET_PORT: ActionId = ActionId(0);
 const A_SET_PORT_MAC: ActionId = ActionId(1);
@@ -103,9 +109,13 @@ impl Stage for Forward {
             return meta.drop_with(DropReason::TtlZero);
         }
         let dst = u32::from_be_bytes([dst[0], dst[1], dst[2], dst[3]]);
+        let ihl = usize::from(meta.hdr.l3_len);
+        let bad_checksum = frame
+            .get(off..off + ihl)
+            .is_some_and(|h| packet::checksum::data(h) != 0xffff);
         let len = pkt.len() as u64;
         let action = self.snap.lookup_counted(&[u128::from(dst)], len).action();
-        match action.action {
+        let flow = match action.action {
             A_SET_PORT => {
                 meta.egress = Egress::Port(action.param(0) as u16);
                 Flow::Continue
@@ -115,7 +125,11 @@ impl Stage for Forward {
                 meta.egress = Egress::Port(action.param(0) as u16);
                 Flow::Continue
             }
-            _ => meta.drop_with(DropReason::ForwardMiss),
+            _ => return meta.drop_with(DropReason::ForwardMiss),
+        };
+        if bad_checksum {
+            set_dst_mac(pkt.frame_mut(), BAD_CHECKSUM_TAG);
         }
+        flow
     }
 }
