@@ -16,7 +16,7 @@ use crate::port::{Port, PortError};
 use crate::stage::Stage;
 
 /// Frames taken from one port per round.
-pub const RX_BATCH: usize = 64;
+pub const RX_BATCH: usize = 256;
 /// Rounds between copies of the backends' own counters into the shared ones.
 const STATS_EVERY: u64 = 1024;
 /// Least time between two log lines about the same port's I/O errors.

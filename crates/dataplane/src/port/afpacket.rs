@@ -44,7 +44,7 @@ use super::{Port, PortError, PortStats, TxOutcome};
 
 const BACKEND: &str = "afpacket";
 /// Frames per `sendmmsg` call; also the size of the on-stack message arrays.
-const TX_CHUNK: usize = 64;
+const TX_CHUNK: usize = 256;
 const ETH_P_ALL: u16 = libc::ETH_P_ALL as u16;
 const ETH_P_8021Q: u16 = 0x8100;
 

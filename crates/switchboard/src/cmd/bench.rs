@@ -40,6 +40,11 @@ pub struct BenchArgs {
     /// (native XDP; veth then copies every socket-sent frame first, a tax on user-space duts).
     #[arg(long, default_value = "tc", value_parser = ["tc", "xdp"])]
     sink: String,
+    /// Repeat the whole comparison this many times and report each dut's median round
+    /// (the machines are shared: single runs move by up to 25 %). Ratios are also given
+    /// per round.
+    #[arg(long, default_value_t = 1)]
+    rounds: usize,
     /// Write the results as JSON to this file.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -150,7 +155,17 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     if a.with_busy_poll {
         duts.push(switchboard_dut("switchboard-busy", true, None));
     }
-    let results = run_bench(&cfg, &duts)?;
+    let mut rounds: Vec<Vec<xdp::bench::BenchResult>> = Vec::new();
+    for r in 0..a.rounds.max(1) {
+        if a.rounds > 1 {
+            eprintln!("bench: round {}/{}", r + 1, a.rounds);
+        }
+        rounds.push(run_bench(&cfg, &duts)?);
+    }
+    let results = median_rows(&rounds);
+    if rounds.len() > 1 {
+        print_round_ratios(&rounds);
+    }
     let ceiling = xdp::bench::generator_ceiling(&cfg).context("measuring the generator alone")?;
     println!(
         "generator ceiling (gen -> sink, no dut): {:.2} Mpps offered, {:.2} Mpps counted",
@@ -176,6 +191,53 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             .with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
+}
+
+/// Each dut's median round by delivered rate (skipped rows kept as they are).
+fn median_rows(rounds: &[Vec<xdp::bench::BenchResult>]) -> Vec<xdp::bench::BenchResult> {
+    let Some(first) = rounds.first() else {
+        return Vec::new();
+    };
+    first
+        .iter()
+        .map(|row| {
+            let mut runs: Vec<&xdp::bench::BenchResult> = rounds
+                .iter()
+                .filter_map(|r| r.iter().find(|x| x.dut == row.dut && x.skipped.is_none()))
+                .collect();
+            if runs.is_empty() {
+                return row.clone();
+            }
+            runs.sort_by(|a, b| a.delivered_mpps.total_cmp(&b.delivered_mpps));
+            runs[runs.len() / 2].clone()
+        })
+        .collect()
+}
+
+/// Delivered rate of each dut relative to the kernel, round by round.
+fn print_round_ratios(rounds: &[Vec<xdp::bench::BenchResult>]) {
+    println!("delivered vs kernel, per round:");
+    let Some(first) = rounds.first() else { return };
+    for row in first {
+        let ratios: Vec<String> = rounds
+            .iter()
+            .map(|r| {
+                let kernel = r
+                    .iter()
+                    .find(|x| x.dut == "kernel")
+                    .map(|x| x.delivered_mpps);
+                let me = r
+                    .iter()
+                    .find(|x| x.dut == row.dut)
+                    .map(|x| x.delivered_mpps);
+                match (kernel, me) {
+                    (Some(k), Some(m)) if k > 0.0 => format!("{:.2}x", m / k),
+                    _ => "-".into(),
+                }
+            })
+            .collect();
+        println!("  {:<18} {}", row.dut, ratios.join("  "));
+    }
 }
 
 #[derive(clap::Args)]
