@@ -130,7 +130,7 @@ pub struct EngineConfig {
     pub stop_at_eof: Option<bool>,
     /// Run the worker thread SCHED_FIFO at this priority (1-99). When the worker shares
     /// its core with the kernel thread that fills its AF_PACKET rings, this keeps that
-    /// thread from receiving frames the worker has no time for (at saturation more than
+    /// thread from receiving frames the worker has no time for (at saturation nearly
     /// half of them, all dropped at the full ring). Not with `busy_poll`, which would
     /// starve everything else on the core.
     pub realtime_priority: Option<u8>,
