@@ -39,6 +39,12 @@ enum Command {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.cmd, Command::Ctl(_) | Command::Lab(_)) {
+        // Printing commands end quietly when their reader goes away (`... | head`), as
+        // other CLI tools do; long-running ones keep Rust's ignored SIGPIPE.
+        // SAFETY: setting a signal disposition to its default has no preconditions.
+        unsafe { libc::signal(libc::SIGPIPE, libc::SIG_DFL) };
+    }
     let quiet = matches!(cli.cmd, Command::Demo(_) | Command::Bench(_));
     let filter = cli
         .log

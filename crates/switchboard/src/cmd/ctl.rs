@@ -164,14 +164,19 @@ fn print_tables(v: &Value) {
         "table", "entries", "size", "hits", "misses"
     );
     for t in list(v) {
-        let stats = t.get("stats").cloned().unwrap_or(Value::Null);
+        // Hits and misses sit at the top level, or under "stats" in a single table's answer.
+        let stat = |k: &str| {
+            t.get(k)
+                .or_else(|| t.get("stats").and_then(|st| st.get(k)))
+                .cloned()
+        };
         println!(
             "{:<20} {:>8} {:>8} {:>12} {:>12}",
             s(&t["name"]),
             s(t.get("entries").unwrap_or(&Value::Null)),
             s(t.get("size").unwrap_or(&Value::Null)),
-            s(stats.get("hits").unwrap_or(&Value::Null)),
-            s(stats.get("misses").unwrap_or(&Value::Null)),
+            s(&stat("hits").unwrap_or(Value::Null)),
+            s(&stat("misses").unwrap_or(Value::Null)),
         );
     }
 }
@@ -204,13 +209,13 @@ fn print_entries(v: &Value) {
 
 fn print_ports(v: &Value) {
     println!(
-        "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10}  drops",
-        "port", "backend", "target", "rx_pkts", "tx_pkts", "rx_drop", "tx_drop"
+        "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}  drops",
+        "port", "backend", "target", "rx_pkts", "tx_pkts", "rx_drop", "tx_drop", "rx_err"
     );
     for p in list(v) {
         let c = p.get("counters").cloned().unwrap_or(Value::Null);
         println!(
-            "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10}  {}",
+            "{:>6} {:<9} {:<16} {:>10} {:>10} {:>10} {:>10} {:>10}  {}",
             s(&p["id"]),
             s(&p["backend"]),
             s(&p["target"]),
@@ -218,6 +223,7 @@ fn print_ports(v: &Value) {
             s(c.get("tx_packets").unwrap_or(&Value::Null)),
             s(c.get("rx_dropped").unwrap_or(&Value::Null)),
             s(c.get("tx_dropped").unwrap_or(&Value::Null)),
+            s(c.get("rx_errors").unwrap_or(&Value::Null)),
             fmt_map(c.get("drops").unwrap_or(&Value::Null)),
         );
     }
