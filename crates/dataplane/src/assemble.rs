@@ -77,6 +77,7 @@ pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, Po
             &iface,
             crate::port::afpacket::AfPacketOptions {
                 detach_kernel_stack: !p.keep_kernel_stack,
+                ring: p.ring,
                 ..Default::default()
             },
         )?),

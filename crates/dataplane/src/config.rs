@@ -97,6 +97,10 @@ pub struct PortConfig {
     /// tap: create the device (default) or attach to an existing persistent one.
     #[serde(default = "yes")]
     pub create: bool,
+    /// afpacket: receive ring, "v3" (default: batched, up to 1 ms of added latency)
+    /// or "v2" (per frame: lowest latency, more CPU per frame).
+    #[serde(default)]
+    pub ring: crate::port::afpacket::RxRing,
     /// afpacket: let the kernel's stack keep handling the port's frames too
     /// (default false: a tc ingress drop after the switch's tap stops it).
     #[serde(default)]

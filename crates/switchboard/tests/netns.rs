@@ -240,6 +240,7 @@ fn ping_and_tcp_cross_the_switch_and_follow_update_forward() {
                 "-B",
                 "192.168.12.2",
             ])
+            .stdout(std::process::Stdio::null())
             .spawn()
             .unwrap();
         let mut result = Value::Null;

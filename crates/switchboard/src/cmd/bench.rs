@@ -36,6 +36,10 @@ pub struct BenchArgs {
     /// (sleep in poll(2) when idle) is the one measured first.
     #[arg(long)]
     with_busy_poll: bool,
+    /// Also run switchboard with TPACKET_V2 receive rings (`ring = "v2"`: per-frame
+    /// handover, the lowest latency).
+    #[arg(long)]
+    with_v2_ring: bool,
     /// How the sink counts: `tc` (tcx ingress, the same cost for every dut) or `xdp`
     /// (native XDP; veth then copies every socket-sent frame first, a tax on user-space duts).
     #[arg(long, default_value = "tc", value_parser = ["tc", "xdp"])]
@@ -51,7 +55,12 @@ pub struct BenchArgs {
 }
 
 /// A switchboard dut: two AF_PACKET ports, the `forward` stage, one entry for the sink.
-fn switchboard_dut(name: &str, busy_poll: bool, realtime: Option<u8>) -> DutSpec {
+fn switchboard_dut(
+    name: &str,
+    busy_poll: bool,
+    realtime: Option<u8>,
+    ring: &'static str,
+) -> DutSpec {
     DutSpec {
         name: name.to_string(),
         start: Box::new(move |t: &BenchTopo| -> xdp::Result<Child> {
@@ -62,8 +71,8 @@ fn switchboard_dut(name: &str, busy_poll: bool, realtime: Option<u8>) -> DutSpec
                 .collect::<Vec<_>>()
                 .join(":");
             let cfg = format!(
-                "[[port]]\nid = 1\nbackend = \"afpacket\"\niface = \"{}\"\n\n\
-                 [[port]]\nid = 2\nbackend = \"afpacket\"\niface = \"{}\"\n\n\
+                "[[port]]\nid = 1\nbackend = \"afpacket\"\nring = \"{ring}\"\niface = \"{}\"\n\n\
+                 [[port]]\nid = 2\nbackend = \"afpacket\"\nring = \"{ring}\"\niface = \"{}\"\n\n\
                  [pipeline]\nstages = [\"forward\"]\n\n\
                  [engine]\nbusy_poll = {busy_poll}\n{rt}\n\
                  [[entry]]\ntable = \"forward\"\nkey = {{ \"hdr.ipv4.dst_addr\" = \"{}\" }}\n\
@@ -149,11 +158,14 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         a.step
     );
     let mut duts = vec![
-        switchboard_dut("switchboard", false, None),
-        switchboard_dut("switchboard-rt", false, Some(10)),
+        switchboard_dut("switchboard", false, None, "v3"),
+        switchboard_dut("switchboard-rt", false, Some(10), "v3"),
     ];
     if a.with_busy_poll {
-        duts.push(switchboard_dut("switchboard-busy", true, None));
+        duts.push(switchboard_dut("switchboard-busy", true, None, "v3"));
+    }
+    if a.with_v2_ring {
+        duts.push(switchboard_dut("switchboard-v2", false, None, "v2"));
     }
     let mut rounds: Vec<Vec<xdp::bench::BenchResult>> = Vec::new();
     for r in 0..a.rounds.max(1) {
