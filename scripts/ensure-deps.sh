@@ -13,6 +13,7 @@ have ethtool  || need+=(ethtool)
 have curl     || need+=(curl)
 have tcpdump  || need+=(tcpdump)
 have ps       || need+=(procps)
+have nft      || need+=(nftables)
 # Optional: the benchmark's Open vSwitch baseline (skipped with a reason when absent).
 optional=()
 have ovs-vswitchd || optional+=(openvswitch-switch)

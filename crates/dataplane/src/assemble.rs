@@ -81,8 +81,7 @@ pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, Po
                 ..Default::default()
             },
         )?),
-        Backend::Tap if p.create => Box::new(crate::port::tap::TapPort::create(p.id, &iface)?),
-        Backend::Tap => Box::new(crate::port::tap::TapPort::attach(p.id, &iface)?),
+        Backend::Tap => Box::new(open_tap(p, &iface)?),
         Backend::Pcap => {
             let input = p.input.as_ref().map(|f| cfg.resolve(f));
             let output = p.output.as_ref().map(|f| cfg.resolve(f));
@@ -93,6 +92,26 @@ pub fn open_port(cfg: &SwitchConfig, p: &PortConfig) -> Result<Box<dyn Port>, Po
             )?)
         }
     })
+}
+
+/// A TAP port, opened from inside `p.netns` when one is given: TUNSETIFF finds and creates
+/// devices in the opener's namespace, and the descriptor keeps working from any thread after.
+fn open_tap(p: &PortConfig, iface: &str) -> Result<crate::port::tap::TapPort, PortError> {
+    use crate::port::tap::TapPort;
+    let open = || {
+        if p.create {
+            TapPort::create(p.id, iface)
+        } else {
+            TapPort::attach(p.id, iface)
+        }
+    };
+    let Some(ns) = p.netns.as_deref().filter(|ns| !ns.is_empty()) else {
+        return open();
+    };
+    xdp::netns::in_netns(ns, || Ok(open())).map_err(|e| PortError::Config {
+        port: p.id,
+        message: format!("tap '{iface}' in namespace '{ns}': {e}"),
+    })?
 }
 
 /// A `port` parameter of `spec`'s action naming no port of `switch` (none checked

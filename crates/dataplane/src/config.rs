@@ -97,6 +97,10 @@ pub struct PortConfig {
     /// tap: create the device (default) or attach to an existing persistent one.
     #[serde(default = "yes")]
     pub create: bool,
+    /// tap: the network namespace (a name under /run/netns) that holds the device, so its
+    /// kernel side can live in a lab host (the CPU port's kernel stack and NAT) while the
+    /// switch stays in its own namespace. Default: the switch's namespace.
+    pub netns: Option<String>,
     /// afpacket: receive ring, "v3" (default: batched, up to 1 ms of added latency)
     /// or "v2" (per frame: lowest latency, more CPU per frame).
     #[serde(default)]

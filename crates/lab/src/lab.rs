@@ -38,9 +38,10 @@ pub const STATE_DIR: &str = "/run/switchboard";
 /// How long processes get between SIGTERM and SIGKILL at teardown.
 const KILL_GRACE: Duration = Duration::from_secs(2);
 
-/// Starts a switch process given its spec and its port number -> interface map. The binary
+/// Starts a switch process given its spec and how each of its ports is backed. The binary
 /// supplies this so the lab crate does not depend on the switch's config format.
-pub type SwitchLauncher = Box<dyn Fn(&SwitchSpec, &BTreeMap<u16, String>) -> Result<Child>>;
+pub type SwitchLauncher =
+    Box<dyn Fn(&SwitchSpec, &BTreeMap<u16, crate::PortBinding>) -> Result<Child>>;
 
 /// Options for [`Lab::up`].
 #[derive(Default)]
@@ -468,6 +469,10 @@ impl Lab {
                     message: "endpoint does not resolve".into(),
                 });
             };
+            if l.kind == crate::LinkKind::Tap {
+                self.add_tap_link(topo, i, a, b, ipv6)?;
+                continue;
+            }
             let end_a = end_args(topo, a);
             let end_b = end_args(topo, b);
             self.note(|s| {
@@ -502,10 +507,17 @@ impl Lab {
         for h in &topo.hosts {
             configure_routes(&netns_name(name, &h.name), h)?;
         }
+        let base = topo
+            .source_path()
+            .and_then(Path::parent)
+            .unwrap_or(Path::new("."));
+        for h in &topo.hosts {
+            run_setup(&netns_name(name, &h.name), h, base)?;
+        }
 
         if let Some(launch) = &opts.switch_launcher {
             for s in &topo.switches {
-                let map = topo.switch_port_ifaces(&s.name)?;
+                let map = topo.switch_ports(&s.name)?;
                 let child = launch(s, &map)?;
                 self.record_child(child, false, format!("switch {}", s.name))?;
             }
@@ -728,6 +740,48 @@ fn end_args(topo: &Topology, ep: Endpoint<'_>) -> EndArgs {
     }
 }
 
+impl Lab {
+    /// A tap link: a persistent TAP in the host's namespace, configured like a veth end; the
+    /// switch attaches to it from there. It goes away with the namespace.
+    fn add_tap_link(
+        &self,
+        topo: &Topology,
+        index: usize,
+        a: Endpoint<'_>,
+        b: Endpoint<'_>,
+        ipv6: bool,
+    ) -> Result<()> {
+        let (host, iface) = match (a, b) {
+            (Endpoint::Host { host, iface }, _) | (_, Endpoint::Host { host, iface }) => {
+                (host, iface)
+            }
+            _ => {
+                return Err(LabError::Invalid {
+                    location: "<topology>".into(),
+                    field: format!("link[{index}]"),
+                    message: "a tap link joins one host iface and one switch port".into(),
+                });
+            }
+        };
+        let end = EndArgs {
+            name: iface.to_string(),
+            ns: Some(netns_name(&topo.name, host)),
+            root_name: None,
+            ctx: format!("link[{index}] tap `{host}:{iface}`"),
+        };
+        let ns = end.ns.clone().unwrap_or_default();
+        sys::ip(
+            &end.ctx,
+            &["-n", &ns, "tuntap", "add", "mode", "tap", "name", iface],
+        )?;
+        let spec = topo
+            .host(host)
+            .and_then(|h| h.ifaces.iter().find(|x| x.name == iface));
+        let mtu = topo.links.get(index).and_then(|l| l.mtu);
+        configure_end(&end, spec, mtu, ipv6)
+    }
+}
+
 /// One veth end: its name, namespace (None = root) and context for errors.
 struct EndArgs {
     name: String,
@@ -807,6 +861,41 @@ fn configure_end(
 }
 
 /// Routes and static neighbours of one host, after its links are up.
+/// A host's `setup` commands, in order, inside its namespace, from `base`.
+fn run_setup(ns: &str, h: &HostSpec, base: &Path) -> Result<()> {
+    for (i, argv) in h.setup.iter().enumerate() {
+        let Some((program, args)) = argv.split_first() else {
+            continue;
+        };
+        let context = format!("host `{}` setup[{i}]", h.name);
+        let out = Command::new("ip")
+            .args(["netns", "exec", ns, program])
+            .args(args)
+            .current_dir(if base.as_os_str().is_empty() {
+                Path::new(".")
+            } else {
+                base
+            })
+            .stdin(Stdio::null())
+            .output()
+            .map_err(|e| LabError::Command {
+                command: argv.join(" "),
+                context: context.clone(),
+                status: "could not start".into(),
+                stderr: e.to_string(),
+            })?;
+        if !out.status.success() {
+            return Err(LabError::Command {
+                command: argv.join(" "),
+                context,
+                status: out.status.to_string(),
+                stderr: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+    }
+    Ok(())
+}
+
 fn configure_routes(ns: &str, h: &HostSpec) -> Result<()> {
     for (i, r) in h.routes.iter().enumerate() {
         let ctx = format!("host `{}` route[{i}] {}", h.name, r.dst);

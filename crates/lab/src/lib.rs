@@ -21,7 +21,7 @@ pub use lab::{
     state_path, status_by_name,
 };
 pub use topology::{
-    Endpoint, HostSpec, IFNAME_MAX, IfaceSpec, LAB_NAME_MAX, LinkSpec, NODE_NAME_MAX, NeighSpec,
-    ProcessSpec, RouteSpec, SwitchSpec, Topology, check_ifname, link_prefix, netns_name,
-    netns_prefix, parse_cidr, parse_mac,
+    Endpoint, HostSpec, IFNAME_MAX, IfaceSpec, LAB_NAME_MAX, LinkKind, LinkSpec, NODE_NAME_MAX,
+    NeighSpec, PortBinding, ProcessSpec, RouteSpec, SwitchSpec, Topology, check_ifname,
+    link_prefix, netns_name, netns_prefix, parse_cidr, parse_mac,
 };

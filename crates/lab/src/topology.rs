@@ -98,6 +98,12 @@ pub struct HostSpec {
     /// Extra sysctls set inside the namespace, e.g. `"net.ipv4.ip_forward" = "1"`.
     #[serde(default)]
     pub sysctl: BTreeMap<String, String>,
+    /// Commands run once inside the namespace after every link, route and neighbour is in
+    /// place (before switches start), from the topology file's directory: firewall/NAT rules
+    /// (`["nft", "-f", "nat.nft"]`), route options (`rto_min`) and the like. A failing command
+    /// fails `lab up`.
+    #[serde(default)]
+    pub setup: Vec<Vec<String>>,
 }
 
 /// One interface of a host (the host end of a veth).
@@ -166,6 +172,30 @@ pub struct LinkSpec {
     pub b: String,
     /// MTU for both ends (a host iface's own `mtu` wins).
     pub mtu: Option<u32>,
+    /// `veth` (default): a veth pair. `tap`: the host end is a persistent TAP device in the
+    /// host's namespace and the switch port attaches to it, as a CPU port whose kernel side
+    /// (addresses, routes, NAT) belongs to that host. A tap link joins a host and a switch.
+    #[serde(default)]
+    pub kind: LinkKind,
+}
+
+/// What a `[[link]]` is made of.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LinkKind {
+    #[default]
+    Veth,
+    Tap,
+}
+
+/// Which interface backs one switch port, as the switch must open it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PortBinding {
+    /// Interface name: the root-namespace veth end, or the TAP's name.
+    pub iface: String,
+    /// `tap` links: the host namespace holding the TAP (the switch opens it from there).
+    pub netns: Option<String>,
+    pub kind: LinkKind,
 }
 
 /// A background process started in a host namespace once the lab is up; killed on teardown.
@@ -360,6 +390,15 @@ impl Topology {
     /// Port number -> root-namespace interface name for one switch, from the links that reach
     /// it. The switch config refers to ports by number; this says which interface backs each.
     pub fn switch_port_ifaces(&self, switch: &str) -> Result<BTreeMap<u16, String>> {
+        Ok(self
+            .switch_ports(switch)?
+            .into_iter()
+            .map(|(port, b)| (port, b.iface))
+            .collect())
+    }
+
+    /// Port number -> how the port is backed (veth end or a host's TAP) for one switch.
+    pub fn switch_ports(&self, switch: &str) -> Result<BTreeMap<u16, PortBinding>> {
         let index = self
             .switches
             .iter()
@@ -372,11 +411,23 @@ impl Topology {
         let prefix = self.switch_prefix(index);
         let mut map = BTreeMap::new();
         for l in &self.links {
-            for e in [&l.a, &l.b] {
+            for (e, other) in [(&l.a, &l.b), (&l.b, &l.a)] {
                 if let Some(Endpoint::Switch { switch: s, port }) = self.endpoint(e)
                     && s == switch
                 {
-                    map.insert(port, format!("{prefix}{port}"));
+                    let binding = match (l.kind, self.endpoint(other)) {
+                        (LinkKind::Tap, Some(Endpoint::Host { host, iface })) => PortBinding {
+                            iface: iface.to_string(),
+                            netns: Some(netns_name(&self.name, host)),
+                            kind: LinkKind::Tap,
+                        },
+                        _ => PortBinding {
+                            iface: format!("{prefix}{port}"),
+                            netns: None,
+                            kind: LinkKind::Veth,
+                        },
+                    };
+                    map.insert(port, binding);
                 }
             }
         }
@@ -620,6 +671,18 @@ impl Topology {
             }
             if l.a == l.b {
                 return Err(self.invalid(&lp.key("b"), "a link cannot join an endpoint to itself"));
+            }
+            if l.kind == LinkKind::Tap {
+                let hosts = [&l.a, &l.b]
+                    .iter()
+                    .filter(|e| matches!(self.endpoint(e), Some(Endpoint::Host { .. })))
+                    .count();
+                if hosts != 1 {
+                    return Err(self.invalid(
+                        &lp.key("kind"),
+                        "a tap link joins one host iface and one switch port",
+                    ));
+                }
             }
         }
         for (hi, h) in self.hosts.iter().enumerate() {
@@ -934,6 +997,39 @@ cmd = ["sleep", "10"]
     }
 
     #[test]
+    fn tap_links_bind_the_switch_port_to_the_hosts_tap() {
+        let text = GOOD.replace("b = \"sw:7\"\n", "b = \"sw:7\"\nkind = \"tap\"\n");
+        let t = parse(&text).unwrap();
+        let ports = t.switch_ports("sw").unwrap();
+        assert_eq!(
+            ports[&7],
+            PortBinding {
+                iface: "e1".into(),
+                netns: Some("sb-t1-c".into()),
+                kind: LinkKind::Tap,
+            }
+        );
+        assert_eq!(ports[&132].kind, LinkKind::Veth);
+        assert_eq!(ports[&132].netns, None);
+        // A tap needs exactly one host end.
+        let two_hosts = format!(
+            "{}[[link]]\na = \"a:eth1\"\nb = \"b:eth1\"\nkind = \"tap\"\n",
+            GOOD.replace(
+                "  addrs = [\"10.0.0.1/24\"]\n",
+                "  addrs = [\"10.0.0.1/24\"]\n  [[host.iface]]\n  name = \"eth1\"\n"
+            )
+            .replace(
+                "  addrs = [\"10.0.0.2/24\", \"fd00::2/64\"]\n",
+                "  addrs = [\"10.0.0.2/24\", \"fd00::2/64\"]\n  [[host.iface]]\n  name = \"eth1\"\n"
+            )
+        );
+        let e = err(&two_hosts);
+        assert!(e.contains("link[3].kind") && e.contains("one host"), "{e}");
+        let e = err(&text.replace("kind = \"tap\"", "kind = \"gre\""));
+        assert!(e.contains("unknown variant"), "{e}");
+    }
+
+    #[test]
     fn bad_lab_name() {
         let e = err(&GOOD.replace("name = \"t1\"", "name = \"T-1\""));
         assert!(e.contains("/x/topo.toml:2:8: name:"), "{e}");
@@ -1009,13 +1105,19 @@ b = "s2:1"
             .join("../../examples/p4containerflow/topology.toml");
         let t = Topology::load(&path).unwrap();
         assert_eq!(t.name, "p4cf");
-        let ports = t.switch_port_ifaces("sw").unwrap();
+        let ports = t.switch_ports("sw").unwrap();
         assert_eq!(
             ports.keys().copied().collect::<Vec<_>>(),
-            vec![132, 140, 148]
+            vec![64, 132, 140, 148]
         );
-        assert_eq!(ports[&140], "sbp4cf-140");
-        assert!(!ports.contains_key(&64), "CPU port 64 must not be created");
+        assert_eq!(ports[&140].iface, "sbp4cf-140");
+        // The CPU port is the TAP in host `cpu`, whose kernel side holds 192.168.12.1.
+        assert_eq!(ports[&64].kind, LinkKind::Tap);
+        assert_eq!(ports[&64].netns.as_deref(), Some("sb-p4cf-cpu"));
+        assert_eq!(
+            t.host("cpu").unwrap().ifaces[0].addrs,
+            vec!["192.168.12.1/24"]
+        );
         let lakewood = t.host("lakewood").unwrap();
         assert_eq!(lakewood.ifaces[0].addrs, vec!["192.168.12.2/24"]);
         assert_eq!(lakewood.ifaces[0].mac.as_deref(), Some("02:42:c0:a8:0c:02"));

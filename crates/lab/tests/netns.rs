@@ -268,29 +268,30 @@ fn switch_launcher_gets_ports_and_traffic_crosses_them() {
     let topo = fresh("tsw", &text);
     // Stand-in switch: a tc u32/mirred cross-connect between the two port interfaces
     // (pure L2, no netfilter), plus a sleep as "the switch process".
-    let launcher: lab::SwitchLauncher = Box::new(|spec, ports: &BTreeMap<u16, String>| {
-        assert_eq!(spec.name, "sw");
-        let (p1, p2) = (&ports[&1], &ports[&2]);
-        for (from, to) in [(p1, p2), (p2, p1)] {
-            let ok = |args: &[&str]| {
-                let st = Command::new("tc").args(args).status().unwrap();
-                assert!(st.success(), "tc {args:?}");
-            };
-            ok(&["qdisc", "add", "dev", from, "ingress"]);
-            ok(&[
-                "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32", "match",
-                "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
-            ]);
-        }
-        Command::new("sleep")
-            .arg("300")
-            .stdout(Stdio::null())
-            .spawn()
-            .map_err(|e| LabError::Launch {
-                switch: spec.name.clone(),
-                message: e.to_string(),
-            })
-    });
+    let launcher: lab::SwitchLauncher =
+        Box::new(|spec, ports: &BTreeMap<u16, lab::PortBinding>| {
+            assert_eq!(spec.name, "sw");
+            let (p1, p2) = (&ports[&1].iface, &ports[&2].iface);
+            for (from, to) in [(p1, p2), (p2, p1)] {
+                let ok = |args: &[&str]| {
+                    let st = Command::new("tc").args(args).status().unwrap();
+                    assert!(st.success(), "tc {args:?}");
+                };
+                ok(&["qdisc", "add", "dev", from, "ingress"]);
+                ok(&[
+                    "filter", "add", "dev", from, "parent", "ffff:", "protocol", "all", "u32",
+                    "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", to,
+                ]);
+            }
+            Command::new("sleep")
+                .arg("300")
+                .stdout(Stdio::null())
+                .spawn()
+                .map_err(|e| LabError::Launch {
+                    switch: spec.name.clone(),
+                    message: e.to_string(),
+                })
+        });
     let lab = Lab::up(
         &topo,
         LabOptions {
@@ -362,9 +363,19 @@ fn p4containerflow_example_comes_up() {
     let ports = lab.switch_port_ifaces("sw").unwrap();
     assert_eq!(
         ports.values().cloned().collect::<Vec<_>>(),
-        ["sbtp4cf-132", "sbtp4cf-140", "sbtp4cf-148"]
+        ["cpu0", "sbtp4cf-132", "sbtp4cf-140", "sbtp4cf-148"]
     );
     assert_eq!(links_with_prefix("sbtp4cf-").len(), 3);
+    // The CPU port's TAP lives in host `cpu` with the switch's kernel-side address and NAT.
+    let cpu = lab
+        .exec_ok("cpu", &["ip", "-d", "addr", "show", "cpu0"])
+        .unwrap();
+    assert!(
+        cpu.contains("192.168.12.1/24") && cpu.contains("tun type tap"),
+        "{cpu}"
+    );
+    let nat = lab.exec_ok("cpu", &["nft", "list", "ruleset"]).unwrap();
+    assert!(nat.contains("dnat to 192.168.12.2:8080"), "{nat}");
 
     let lw = lab
         .exec_ok("lakewood", &["ip", "addr", "show", "eth0"])

@@ -34,7 +34,7 @@ macro_rules! need_root {
             }
             return;
         }
-        for tool in ["ip", "ping", "ethtool", "iperf3"] {
+        for tool in ["ip", "ping", "ethtool", "iperf3", "nft"] {
             if which(tool).is_none() {
                 panic!("'{tool}' is missing: run scripts/ensure-deps.sh");
             }
@@ -100,6 +100,8 @@ impl TestLab {
         std::fs::create_dir_all(&dir).unwrap();
         let topo = dir.join("topology.toml");
         std::fs::write(&topo, text).unwrap();
+        // Host setup commands run from the topology's directory.
+        std::fs::copy(example("cpu-nat.nft"), dir.join("cpu-nat.nft")).unwrap();
         let lab = TestLab {
             name: name.to_string(),
             api,
@@ -215,6 +217,66 @@ impl Drop for TestLab {
             );
         }
     }
+}
+
+/// The seed's CPU-port plan, working: a client outside the container subnet connects to the
+/// switch's kernel side (10.12.0.1:80), nftables DNATs to the server and SNATs to 192.168.12.1,
+/// and the connection crosses switch port 64 (a TAP) both ways.
+#[test]
+fn cpu_port_carries_tcp_through_the_kernel_nat() {
+    need_root!();
+    let lab = TestLab::up("tcpu");
+    let server = Command::new("ip")
+        .args(["netns", "exec", "sb-tcpu-lakewood"])
+        .args(["iperf3", "-s", "-p", "8080", "-1", "-J"])
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    struct Kill(std::process::Child);
+    impl Drop for Kill {
+        fn drop(&mut self) {
+            let _ = self.0.kill();
+            let _ = self.0.wait();
+        }
+    }
+    let mut server = Kill(server);
+    std::thread::sleep(Duration::from_millis(300));
+    let out = lab.ok(
+        "outside",
+        &["iperf3", "-c", "10.12.0.1", "-p", "80", "-t", "1", "-J"],
+    );
+    let client: Value = serde_json::from_str(&out).unwrap();
+    let sent = client["end"]["sum_received"]["bytes"]
+        .as_f64()
+        .unwrap_or(0.0);
+    assert!(
+        sent > 1e6,
+        "bytes received by the server through NAT: {sent}"
+    );
+    let mut text = String::new();
+    use std::io::Read as _;
+    server
+        .0
+        .stdout
+        .take()
+        .unwrap()
+        .read_to_string(&mut text)
+        .unwrap();
+    let srv: Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(
+        srv["start"]["connected"][0]["remote_host"], "192.168.12.1",
+        "the server sees the CPU port's address as its peer (SNAT)"
+    );
+    let p64 = lab.get("/api/v1/ports/64");
+    assert_eq!(p64["backend"], "tap");
+    assert!(
+        p64["counters"]["rx_packets"].as_u64().unwrap() > 100,
+        "{p64}"
+    );
+    assert!(
+        p64["counters"]["tx_packets"].as_u64().unwrap() > 100,
+        "{p64}"
+    );
 }
 
 #[test]

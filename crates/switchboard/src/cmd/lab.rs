@@ -6,7 +6,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
-use lab::{Lab, LabOptions, SwitchLauncher, SwitchSpec, Topology};
+use lab::{Lab, LabOptions, PortBinding, SwitchLauncher, SwitchSpec, Topology};
 
 #[derive(clap::Args)]
 pub struct LabArgs {
@@ -117,7 +117,7 @@ pub fn log_path(lab: &str, switch: &str) -> PathBuf {
 pub fn effective_config(
     lab: &str,
     spec: &SwitchSpec,
-    ports: &BTreeMap<u16, String>,
+    ports: &BTreeMap<u16, PortBinding>,
 ) -> anyhow::Result<PathBuf> {
     let src = spec
         .config
@@ -132,8 +132,16 @@ pub fn effective_config(
         for p in list.iter_mut() {
             let Some(t) = p.as_table_mut() else { continue };
             let id = t.get("id").and_then(toml::Value::as_integer).unwrap_or(-1);
-            if let Some(iface) = u16::try_from(id).ok().and_then(|id| ports.get(&id)) {
-                t.insert("iface".into(), toml::Value::String(iface.clone()));
+            if let Some(b) = u16::try_from(id).ok().and_then(|id| ports.get(&id)) {
+                t.insert("iface".into(), toml::Value::String(b.iface.clone()));
+                if let Some(ns) = &b.netns {
+                    // The lab made the TAP (persistent, in the host's namespace): attach to it.
+                    t.insert("backend".into(), toml::Value::String("tap".into()));
+                    t.insert("create".into(), toml::Value::Boolean(false));
+                    t.insert("netns".into(), toml::Value::String(ns.clone()));
+                    t.remove("ring");
+                    t.remove("keep_kernel_stack");
+                }
             }
             // pcap paths stay relative to the original file.
             for key in ["input", "output"] {
@@ -158,19 +166,21 @@ pub fn effective_config(
 /// Starts `switchboard run` for each switch node of a lab, logging to /run/switchboard.
 pub fn switch_launcher(lab: &str) -> SwitchLauncher {
     let lab = lab.to_string();
-    Box::new(move |spec: &SwitchSpec, ports: &BTreeMap<u16, String>| {
-        start_switch(&lab, spec, ports, &[]).map_err(|e| lab::LabError::Launch {
-            switch: spec.name.clone(),
-            message: format!("{e:#}"),
-        })
-    })
+    Box::new(
+        move |spec: &SwitchSpec, ports: &BTreeMap<u16, PortBinding>| {
+            start_switch(&lab, spec, ports, &[]).map_err(|e| lab::LabError::Launch {
+                switch: spec.name.clone(),
+                message: format!("{e:#}"),
+            })
+        },
+    )
 }
 
 /// Start one switch process for a lab node, with extra `run` arguments.
 pub fn start_switch(
     lab: &str,
     spec: &SwitchSpec,
-    ports: &BTreeMap<u16, String>,
+    ports: &BTreeMap<u16, PortBinding>,
     extra: &[&str],
 ) -> anyhow::Result<Child> {
     let cfg = effective_config(lab, spec, ports)?;
