@@ -35,11 +35,49 @@ enum Command {
     Bench(cmd::bench::BenchArgs),
     /// XDP live-frames packet generator (a packetblaster).
     Blast(cmd::bench::BlastArgs),
+    /// The migration workload's server: streams frames to every client, echoes pings, and
+    /// hands its connections over with TCP repair on request (Go-style `-fps 30` works too).
+    StreamServer(stream::server::ServerArgs),
+    /// The migration workload's load generator: RTT, frame gaps, sequence holes per connection.
+    Loadgen(loadgen::LoadgenArgs),
+    /// Scrape server and loadgen metrics once a second into a CSV.
+    Collector(loadgen::CollectorArgs),
+    /// Move a running stream server to another lab host, keeping its TCP connections.
+    Migrate(cmd::migrate::MigrateArgs),
+}
+
+/// Upstream's Go tools take `-server`, `-connections` ...: accept those single-dash long
+/// flags for the workload subcommands by turning them into `--server`.
+fn go_style_args(args: Vec<String>) -> Vec<String> {
+    let mut words = args.iter().skip(1);
+    let mut sub = None;
+    while let Some(a) = words.next() {
+        if a == "--log" {
+            words.next();
+        } else if !a.starts_with('-') {
+            sub = Some(a.as_str());
+            break;
+        }
+    }
+    let workload = matches!(sub, Some("stream-server" | "loadgen" | "collector"));
+    if !workload {
+        return args;
+    }
+    args.into_iter()
+        .map(|a| {
+            let b = a.as_bytes();
+            if b.len() > 2 && b[0] == b'-' && b[1].is_ascii_alphabetic() && b[2] != b'=' {
+                format!("-{a}")
+            } else {
+                a
+            }
+        })
+        .collect()
 }
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    if matches!(cli.cmd, Command::Ctl(_) | Command::Lab(_)) {
+    let cli = Cli::parse_from(go_style_args(std::env::args().collect()));
+    if matches!(cli.cmd, Command::Ctl(_) | Command::Lab(_) | Command::Migrate(_)) {
         // Printing commands end quietly when their reader goes away (`... | head`), as
         // other CLI tools do; long-running ones keep Rust's ignored SIGPIPE.
         // SAFETY: setting a signal disposition to its default has no preconditions.
@@ -62,6 +100,10 @@ fn main() -> std::process::ExitCode {
         Command::Demo(a) => cmd::demo::run(a),
         Command::Bench(a) => cmd::bench::run(a),
         Command::Blast(a) => cmd::bench::blast(a),
+        Command::StreamServer(a) => stream::server::run(a),
+        Command::Loadgen(a) => loadgen::run_loadgen(a),
+        Command::Collector(a) => loadgen::run_collector(a),
+        Command::Migrate(a) => cmd::migrate::run(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -69,5 +111,28 @@ fn main() -> std::process::ExitCode {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::go_style_args;
+
+    fn v(s: &str) -> Vec<String> {
+        s.split_whitespace().map(String::from).collect()
+    }
+
+    #[test]
+    fn go_style_flags_become_long_flags_for_workload_tools_only() {
+        assert_eq!(
+            go_style_args(v("sb --log info loadgen -server http://x:1 -connections 4 -h --fps 5")),
+            v("sb --log info loadgen --server http://x:1 --connections 4 -h --fps 5")
+        );
+        assert_eq!(
+            go_style_args(v("sb stream-server -fps=500")),
+            v("sb stream-server --fps=500")
+        );
+        assert_eq!(go_style_args(v("sb run -c x.toml")), v("sb run -c x.toml"));
+        assert_eq!(go_style_args(v("sb lab -abc")), v("sb lab -abc"));
     }
 }

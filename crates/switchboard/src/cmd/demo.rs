@@ -17,15 +17,47 @@ use super::lab::{log_path, switch_launcher, wait_for_api};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Which demo (only `p4containerflow` so far).
+    /// Which demo: `p4containerflow` (forwarding, /updateForward) or `migration` (the live
+    /// migration experiment).
     #[arg(default_value = "p4containerflow")]
-    which: String,
+    pub which: String,
     /// The example directory holding topology.toml and switch.toml.
     #[arg(long)]
-    example: Option<PathBuf>,
-    /// Seconds of TCP transfer per iperf3 run.
+    pub example: Option<PathBuf>,
+    /// p4containerflow: seconds of TCP transfer per iperf3 run.
     #[arg(long, default_value_t = 2)]
-    seconds: u32,
+    pub seconds: u32,
+    /// migration: how many migrations (alternating lakewood <-> loveland).
+    #[arg(long, default_value_t = 5)]
+    pub runs: usize,
+    /// migration: frames per second per connection; the downtime resolution is 1/fps.
+    #[arg(long, default_value_t = 500)]
+    pub fps: u32,
+    /// migration: load generator connections.
+    #[arg(long, default_value_t = 4)]
+    pub connections: u32,
+    /// migration: seconds between migrations.
+    #[arg(long, default_value_t = 2.0)]
+    pub interval_s: f64,
+    /// migration: seconds of steady state before the first migration.
+    #[arg(long, default_value_t = 3.0)]
+    pub steady_s: f64,
+    /// migration: seconds after the last migration before the load stops.
+    #[arg(long, default_value_t = 2.0)]
+    pub post_s: f64,
+    /// migration: how long the server may wait for clients to acknowledge everything before
+    /// it checkpoints; bytes still unacknowledged then travel with the state and are sent
+    /// again by the new server. 0 (the default) does not wait: a client that has nothing to
+    /// send acknowledges small frames only on its 40 ms delayed-ACK timer, which would
+    /// otherwise be most of the downtime.
+    #[arg(long, default_value_t = 0)]
+    pub drain_timeout_ms: u64,
+    /// migration: directory for the CSV, gap log, trace, summaries and plot.
+    #[arg(long, default_value = "migration-results")]
+    pub out: PathBuf,
+    /// migration: also write the summary (runs, drops, holes, downtime_ms, phases) as JSON.
+    #[arg(long)]
+    pub json: Option<PathBuf>,
 }
 
 const SERVER: &str = "192.168.12.2";
@@ -216,8 +248,11 @@ impl Demo {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
+    if a.which == "migration" {
+        return super::demo_migration::run(&a);
+    }
     if a.which != "p4containerflow" {
-        bail!("unknown demo '{}' (known: p4containerflow)", a.which);
+        bail!("unknown demo '{}' (known: p4containerflow, migration)", a.which);
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -374,7 +409,7 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
 }
 
 /// `examples/p4containerflow` next to the workspace, or in the current directory.
-fn default_example_dir() -> PathBuf {
+pub fn default_example_dir() -> PathBuf {
     let here = PathBuf::from("examples/p4containerflow");
     if here.exists() {
         return here;
