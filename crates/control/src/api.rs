@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use tables::{EntryJson, MatchKind, Table};
+use tables::{EntryJson, GroupJson, MatchKind, MemberJson, SelectorMode, Table};
 
 /// One table in `GET /api/v1/tables`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -68,6 +68,52 @@ pub struct TableInfo {
     pub hits: u64,
     pub misses: u64,
     pub epoch: u64,
+    /// The action selector with its members and groups (tables declared with one only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selector: Option<SelectorInfo>,
+}
+
+/// The action selector of a table in `GET /api/v1/tables/{name}`: its declaration plus the
+/// members and groups installed now (same version as the entry count next to it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SelectorInfo {
+    /// Hashed header fields, in order.
+    pub fields: Vec<String>,
+    /// Hash algorithm (e.g. "crc16").
+    pub hash: String,
+    pub mode: SelectorMode,
+    /// Action profile size (maximum members).
+    pub size: usize,
+    pub max_groups: usize,
+    pub max_group_size: usize,
+    pub members: Vec<MemberJson>,
+    pub groups: Vec<GroupJson>,
+}
+
+impl SelectorInfo {
+    /// Declaration and current contents of `t`'s selector, if it has one.
+    pub fn of(t: &Table) -> Option<SelectorInfo> {
+        let v = t.snapshot();
+        let s = v.selector_schema()?;
+        Some(SelectorInfo {
+            fields: s.fields.clone(),
+            hash: s.hash.clone(),
+            mode: s.mode,
+            size: s.size,
+            max_groups: s.max_groups,
+            max_group_size: s.max_group_size,
+            members: v
+                .members()
+                .iter()
+                .map(|(id, a)| t.member_to_json(*id, a))
+                .collect(),
+            groups: v
+                .groups()
+                .into_iter()
+                .map(|(id, members)| GroupJson { id, members })
+                .collect(),
+        })
+    }
 }
 
 /// One entry in `GET /api/v1/tables/{name}/entries`: the entry as installed (canonical key)
@@ -96,8 +142,9 @@ pub enum BatchOpKind {
     Delete,
 }
 
-/// One write of `POST /api/v1/tables/{name}/entries/batch`. `action` is required for insert
-/// and modify, ignored (may be omitted) for delete.
+/// One write of `POST /api/v1/tables/{name}/entries/batch`. `action` (or, for a table with
+/// an action selector, `group` / `member`) is required for insert and modify, ignored (may
+/// be omitted) for delete.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct BatchOp {
@@ -109,6 +156,12 @@ pub struct BatchOp {
     pub params: Map<String, Value>,
     #[serde(default)]
     pub priority: i32,
+    /// Selector tables: the group the entry points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<u32>,
+    /// Selector tables: the member the entry points at.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub member: Option<u32>,
 }
 
 /// Body of the batch endpoint: applied all-or-nothing.
@@ -211,6 +264,7 @@ impl TableInfo {
             hits: st.hits,
             misses: st.misses,
             epoch: v.epoch(),
+            selector: SelectorInfo::of(t),
         }
     }
 }

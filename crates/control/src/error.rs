@@ -107,7 +107,8 @@ impl AppError {
     }
 }
 
-/// Unknown table or entry -> 404, duplicate key -> 409, everything else -> 400: a table
+/// Unknown table, entry, member or group -> 404; duplicate key, member or group, and a member
+/// or group still in use -> 409; everything else -> 400: a table
 /// refuses only what it was asked to do, so none of its errors is a server fault.
 impl From<TableError> for AppError {
     fn from(e: TableError) -> Self {
@@ -117,10 +118,15 @@ impl From<TableError> for AppError {
             other => other,
         };
         match root {
-            TableError::UnknownTable { .. } | TableError::NoSuchEntry { .. } => {
-                AppError::NotFound(msg)
-            }
-            TableError::DuplicateKey { .. } => AppError::Conflict(msg),
+            TableError::UnknownTable { .. }
+            | TableError::NoSuchEntry { .. }
+            | TableError::NoSuchMember { .. }
+            | TableError::NoSuchGroup { .. } => AppError::NotFound(msg),
+            TableError::DuplicateKey { .. }
+            | TableError::DuplicateMember { .. }
+            | TableError::DuplicateGroup { .. }
+            | TableError::MemberInUse { .. }
+            | TableError::GroupInUse { .. } => AppError::Conflict(msg),
             _ => AppError::BadRequest(msg),
         }
     }

@@ -50,7 +50,11 @@ struct Rig {
 }
 
 fn rig() -> Rig {
-    let cfg = SwitchConfig::parse(CONFIG, Path::new("test.toml")).expect("config parses");
+    rig_with(CONFIG)
+}
+
+fn rig_with(config: &str) -> Rig {
+    let cfg = SwitchConfig::parse(config, Path::new("test.toml")).expect("config parses");
     let mut ports: Vec<Box<dyn Port>> = Vec::new();
     let mut handles = Vec::new();
     for id in PORTS {
@@ -1184,4 +1188,493 @@ fn client_base_url_and_connect_error() {
         }
         other => panic!("expected a connection error, got {other:?}"),
     }
+}
+
+// ----- load balancer: members, groups, /migrateNode, /deleteClientSnat ---------------------
+
+/// CONFIG plus the load balancer as the upstream controller starts it.
+fn lb_config(service_port: u16) -> String {
+    CONFIG.replace(
+        r#"stages = ["arp_forward", "forward"]"#,
+        &format!(
+            "stages = [\"arp_forward\", \"load_balancer\", \"forward\"]\n\n\
+             [stage.load_balancer]\nservice_port = {service_port}"
+        ),
+    ) + &format!(
+        r#"
+[[entry]]
+table = "client_snat"
+key = {{ "hdr.tcp.src_port" = {service_port} }}
+action = "set_rewrite_src"
+params = {{ new_src = "192.168.12.10" }}
+
+[[member]]
+table = "node_selector"
+id = 1
+action = "set_rewrite_dst"
+params = {{ new_dst = "192.168.12.2" }}
+
+[[group]]
+table = "node_selector"
+id = 1
+members = [1]
+
+[[entry]]
+table = "node_selector"
+key = {{ "hdr.ipv4.dst_addr" = "192.168.12.10" }}
+group = 1
+"#
+    )
+}
+
+fn lb_rig() -> Rig {
+    rig_with(&lb_config(8080))
+}
+
+async fn members(app: &Router) -> Value {
+    let (s, v) = get(app, "/api/v1/tables/node_selector/members").await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    v
+}
+
+#[tokio::test]
+async fn members_and_groups_rest() {
+    let r = lb_rig();
+    let app = &r.app;
+    assert_eq!(
+        members(app).await,
+        json!([{"id": 1, "action": "set_rewrite_dst", "params": {"new_dst": "192.168.12.2"}}])
+    );
+    let (s, v) = get(app, "/api/v1/tables/node_selector/groups").await;
+    assert_eq!((s, v), (StatusCode::OK, json!([{"id": 1, "members": [1]}])));
+    // The dump shows the selector and the entry's group.
+    let (_, t) = get(app, "/api/v1/tables/node_selector").await;
+    assert_eq!(t["selector"]["max_group_size"], 4);
+    assert_eq!(t["selector"]["hash"], "crc16");
+    assert_eq!(t["selector"]["fields"][3], "hdr.tcp.src_port");
+    assert_eq!(t["selector"]["groups"], json!([{"id": 1, "members": [1]}]));
+    assert_eq!(
+        t["selector"]["members"][0]["params"]["new_dst"],
+        "192.168.12.2"
+    );
+    let (_, t) = get(app, "/api/v1/tables/forward").await;
+    assert!(t.get("selector").is_none(), "{t}");
+    let (_, e) = get(app, "/api/v1/tables/node_selector/entries").await;
+    assert_eq!(e[0]["group"], 1);
+    assert_eq!(e[0]["key"]["hdr.ipv4.dst_addr"], "192.168.12.10");
+    assert!(e[0].get("action").is_none(), "{e}");
+
+    let url = "/api/v1/tables/node_selector/members";
+    let m2 = json!({"id": 2, "action": "set_rewrite_dst", "params": {"new_dst": "192.168.12.3"}});
+    let (s, v) = send(app, "POST", url, m2.clone()).await;
+    assert_eq!((s, v), (StatusCode::CREATED, m2.clone()));
+    assert_err(
+        send(app, "POST", url, m2).await,
+        StatusCode::CONFLICT,
+        &["member 2 already exists"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            url,
+            json!({"id": 3, "action": "set_rewrite_dst", "params": {"new_dst": "1.2.3"}}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["new_dst", "not an IPv4 address"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            url,
+            json!({"id": 3, "action": "set_rewrite_dst"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["missing parameter 'new_dst'"],
+    );
+    assert_err(
+        send(app, "POST", url, json!({"id": "x", "action": "NoAction"})).await,
+        StatusCode::BAD_REQUEST,
+        &["id"],
+    );
+    let (s, v) = send(
+        app,
+        "PUT",
+        url,
+        json!({"id": 2, "action": "set_rewrite_dst", "params": {"new_dst": "192.168.12.4"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_err(
+        send(app, "PUT", url, json!({"id": 9, "action": "NoAction"})).await,
+        StatusCode::NOT_FOUND,
+        &["no action profile member 9"],
+    );
+    // Groups: modify to two members, size and reference errors.
+    let gurl = "/api/v1/tables/node_selector/groups";
+    let (s, v) = send(app, "PUT", gurl, json!({"id": 1, "members": [1, 2]})).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_err(
+        send(app, "PUT", gurl, json!({"id": 1, "members": [1, 7]})).await,
+        StatusCode::NOT_FOUND,
+        &["no action profile member 7"],
+    );
+    assert_err(
+        send(app, "POST", gurl, json!({"id": 2, "members": []})).await,
+        StatusCode::BAD_REQUEST,
+        &["maximum of 1 groups"],
+    );
+    assert_err(
+        send(
+            app,
+            "PUT",
+            gurl,
+            json!({"id": 1, "members": [1, 2, 3, 4, 5]}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["max group size is 4"],
+    );
+    // Deletes in the wrong order are refused with 409, naming the user.
+    assert_err(
+        call(
+            app,
+            "DELETE",
+            "/api/v1/tables/node_selector/members/2",
+            None,
+        )
+        .await,
+        StatusCode::CONFLICT,
+        &["member 2 is still used by group 1"],
+    );
+    assert_err(
+        call(app, "DELETE", "/api/v1/tables/node_selector/groups/1", None).await,
+        StatusCode::CONFLICT,
+        &["group 1 is still used by entry", "192.168.12.10"],
+    );
+    assert_err(
+        call(
+            app,
+            "DELETE",
+            "/api/v1/tables/node_selector/groups/abc",
+            None,
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["group id 'abc'"],
+    );
+    // Entries: group references, direct actions refused.
+    let eurl = "/api/v1/tables/node_selector/entries";
+    assert_err(
+        send(app, "POST", eurl, json!({"key": {"hdr.ipv4.dst_addr": "10.0.0.1"}, "action": "set_rewrite_dst", "params": {"new_dst": "1.2.3.4"}})).await,
+        StatusCode::BAD_REQUEST,
+        &["uses an action selector"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            eurl,
+            json!({"key": {"hdr.ipv4.dst_addr": "10.0.0.1"}, "group": 5}),
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        &["no selector group 5"],
+    );
+    let (s, v) = send(
+        app,
+        "POST",
+        eurl,
+        json!({"key": {"hdr.ipv4.dst_addr": "10.0.0.1"}, "member": 2}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::CREATED, "{v}");
+    assert_eq!(v["member"], 2);
+    let (s, v) = send(
+        app,
+        "POST",
+        &format!("{eurl}/batch"),
+        json!({"ops": [
+            {"op": "delete", "key": {"hdr.ipv4.dst_addr": "10.0.0.1"}},
+            {"op": "insert", "key": {"hdr.ipv4.dst_addr": "10.0.0.2"}, "group": 1},
+        ]}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    // Members/groups on a table without a selector.
+    assert_err(
+        get(app, "/api/v1/tables/forward/members").await,
+        StatusCode::BAD_REQUEST,
+        &["has no action selector"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            "/api/v1/tables/forward/entries",
+            json!({"key": {"hdr.ipv4.dst_addr": "10.0.0.1"}, "group": 1}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["has no action selector"],
+    );
+    // Remove in dependency order.
+    let (s, _) = send(
+        app,
+        "DELETE",
+        eurl,
+        json!({"key": {"hdr.ipv4.dst_addr": "10.0.0.2"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, _) = send(
+        app,
+        "DELETE",
+        eurl,
+        json!({"key": {"hdr.ipv4.dst_addr": "192.168.12.10"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let (s, v) = call(app, "DELETE", "/api/v1/tables/node_selector/groups/1", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deleted"], json!({"id": 1, "members": [1, 2]}));
+    let (s, v) = call(
+        app,
+        "DELETE",
+        "/api/v1/tables/node_selector/members/2",
+        None,
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["deleted"]["params"]["new_dst"], "192.168.12.4");
+    assert_err(
+        call(
+            app,
+            "DELETE",
+            "/api/v1/tables/node_selector/members/2",
+            None,
+        )
+        .await,
+        StatusCode::NOT_FOUND,
+        &["no action profile member 2"],
+    );
+}
+
+#[tokio::test]
+async fn compat_migrate_node() {
+    let r = lb_rig();
+    let app = &r.app;
+    let migrate = |body: Value| send(app, "POST", "/migrateNode", body);
+    // Bad input: missing and malformed fields are named.
+    assert_err(
+        migrate(json!({"old_ipv4": "192.168.12.2"})).await,
+        StatusCode::BAD_REQUEST,
+        &["Missing parameters: new_ipv4"],
+    );
+    assert_err(
+        call(app, "POST", "/migrateNode", None).await,
+        StatusCode::BAD_REQUEST,
+        &["Missing parameters: old_ipv4, new_ipv4"],
+    );
+    assert_err(
+        migrate(json!({"old_ipv4": "192.168.12", "new_ipv4": "192.168.12.3"})).await,
+        StatusCode::BAD_REQUEST,
+        &["old_ipv4", "not an IPv4 address"],
+    );
+    assert_err(
+        migrate(json!({"old_ipv4": "192.168.12.2", "new_ipv4": 7})).await,
+        StatusCode::BAD_REQUEST,
+        &["new_ipv4"],
+    );
+    assert_err(
+        migrate(json!({"old_ipv4": "192.168.12.77", "new_ipv4": "192.168.12.3"})).await,
+        StatusCode::BAD_REQUEST,
+        &[
+            "old_ipv4",
+            "no node_selector member rewrites to 192.168.12.77",
+            "192.168.12.2",
+        ],
+    );
+    // Equal: a no-op.
+    let before = entries(app, "forward").await;
+    let (s, v) = migrate(json!({"old_ipv4": "192.168.12.2", "new_ipv4": "192.168.12.2"})).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "success"})));
+    assert_eq!(entries(app, "forward").await, before);
+    // .3 has no forward entry: forward + arp_forward on .2's port (140), then the member.
+    let (s, v) = migrate(json!({"old_ipv4": "192.168.12.2", "new_ipv4": "192.168.12.3"})).await;
+    assert_eq!((s, v), (StatusCode::OK, json!({"status": "success"})));
+    assert_eq!(
+        members(app).await[0]["params"]["new_dst"],
+        "192.168.12.3",
+        "member re-pointed"
+    );
+    let fwd = entries(app, "forward").await;
+    assert!(
+        fwd.contains(&(
+            "192.168.12.3".into(),
+            "set_egress_port".into(),
+            json!({"port": 140})
+        )),
+        "{fwd:?}"
+    );
+    let arp = entries(app, "arp_forward").await;
+    assert!(
+        arp.contains(&(
+            "192.168.12.3".into(),
+            "set_egress_port".into(),
+            json!({"port": 140})
+        )),
+        "{arp:?}"
+    );
+    // Back to .2, which has forward entries: nothing added, just the member.
+    let n_fwd = entries(app, "forward").await.len();
+    let (s, _) = migrate(json!({"old_ipv4": "192.168.12.3", "new_ipv4": "192.168.12.2"})).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(entries(app, "forward").await.len(), n_fwd);
+    assert_eq!(members(app).await[0]["params"]["new_dst"], "192.168.12.2");
+    // Old node without a forward entry to take the port from: 400, nothing changed.
+    let (s, _) = send(
+        app,
+        "PUT",
+        "/api/v1/tables/node_selector/members",
+        json!({"id": 1, "action": "set_rewrite_dst", "params": {"new_dst": "192.168.12.50"}}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    assert_err(
+        migrate(json!({"old_ipv4": "192.168.12.50", "new_ipv4": "192.168.12.51"})).await,
+        StatusCode::BAD_REQUEST,
+        &["old_ipv4", "no forward entry for 192.168.12.50"],
+    );
+    assert_eq!(members(app).await[0]["params"]["new_dst"], "192.168.12.50");
+    // Without the load_balancer stage: 501 naming the table.
+    assert_err(
+        send(
+            &rig().app,
+            "POST",
+            "/migrateNode",
+            json!({"old_ipv4": "192.168.12.2", "new_ipv4": "192.168.12.3"}),
+        )
+        .await,
+        StatusCode::NOT_IMPLEMENTED,
+        &["node_selector"],
+    );
+}
+
+#[tokio::test]
+async fn compat_delete_client_snat_cleanup_and_reinitialize() {
+    let r = lb_rig();
+    let app = &r.app;
+    let (s, v) = call(app, "POST", "/deleteClientSnat", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(v["status"], "success");
+    let m = v["message"].as_str().unwrap();
+    assert!(
+        m.contains("Deleted") && m.contains("8080") && m.contains("192.168.12.10"),
+        "{m}"
+    );
+    assert!(entries(app, "client_snat").await.is_empty());
+    // Again: idempotent success, saying nothing was deleted.
+    let (s, v) = call(app, "POST", "/deleteClientSnat", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("nothing to delete"),
+        "{v}"
+    );
+    // Reinitialize restores it, with members, groups and the node_selector entry.
+    let (s, v) = call(app, "POST", "/reinitialize", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert_eq!(entries(app, "client_snat").await.len(), 1);
+    // Cleanup removes entries, then groups, then members.
+    let (s, v) = call(app, "POST", "/cleanup", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    let m = v["message"].as_str().unwrap();
+    assert!(
+        m.contains("removed 5 entries, 1 selector groups and 1 members"),
+        "{m}"
+    );
+    assert!(entries(app, "node_selector").await.is_empty());
+    assert_eq!(members(app).await, json!([]));
+    let (_, g) = get(app, "/api/v1/tables/node_selector/groups").await;
+    assert_eq!(g, json!([]));
+    let (s, _) = call(app, "POST", "/reinitialize", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(members(app).await.as_array().unwrap().len(), 1);
+    assert_eq!(entries(app, "node_selector").await.len(), 1);
+    // /metrics still counts per table, the LB tables included.
+    let (s, v) = get(app, "/metrics").await;
+    assert_eq!(s, StatusCode::OK);
+    let text = v.as_str().unwrap();
+    assert!(
+        text.contains("switchboard_table_entries{table=\"node_selector\"} 1"),
+        "{text}"
+    );
+    assert!(
+        text.contains("switchboard_table_entries{table=\"client_snat\"} 1"),
+        "{text}"
+    );
+    // A configured service port is the one deleted.
+    let r = rig_with(&lb_config(9000));
+    let (s, v) = call(&r.app, "POST", "/deleteClientSnat", None).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    assert!(
+        v["message"].as_str().unwrap().contains("service port 9000"),
+        "{v}"
+    );
+    assert!(entries(&r.app, "client_snat").await.is_empty());
+    // Without the stage: 501 naming the table.
+    assert_err(
+        call(&rig().app, "POST", "/deleteClientSnat", None).await,
+        StatusCode::NOT_IMPLEMENTED,
+        &["client_snat"],
+    );
+}
+
+#[tokio::test]
+async fn traffic_through_the_load_balancer_after_migrate_node() {
+    let mut r = lb_rig();
+    // .3 on port 148 so the migration is visible on the wire.
+    let (s, _) = send(
+        &r.app,
+        "POST",
+        "/addForward",
+        json!({"dst_addr": "192.168.12.3", "port": 148}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    let syn = |sport| {
+        packet::build::tcp_ipv4(
+            mac(100),
+            mac(99),
+            Ipv4Addr::new(192, 168, 12, 100),
+            Ipv4Addr::new(192, 168, 12, 10),
+            sport,
+            8080,
+            1,
+            0,
+            packet::wire::tcp::Flags::SYN,
+            b"",
+        )
+    };
+    r.handles[0].inject(&syn(40000));
+    r.worker.poll_once().unwrap();
+    let out = r.handles[1].take_sent();
+    assert_eq!(out.len(), 1, "VIP traffic goes to .2 on port 140");
+    assert_eq!(&out[0][30..34], &[192, 168, 12, 2]);
+    let (s, _) = send(
+        &r.app,
+        "POST",
+        "/migrateNode",
+        json!({"old_ipv4": "192.168.12.2", "new_ipv4": "192.168.12.3"}),
+    )
+    .await;
+    assert_eq!(s, StatusCode::OK);
+    r.handles[0].inject(&syn(40000));
+    r.worker.poll_once().unwrap();
+    let out = r.handles[2].take_sent();
+    assert_eq!(out.len(), 1, "now to .3 on port 148");
+    assert_eq!(&out[0][30..34], &[192, 168, 12, 3]);
 }

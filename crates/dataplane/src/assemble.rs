@@ -11,11 +11,11 @@ use crate::counters::PortCounters;
 use crate::engine::{IdleMode, Worker};
 use crate::port::{Port, PortError};
 use crate::stage::Stage;
-use crate::stages::{arp_forward, forward};
+use crate::stages::{arp_forward, forward, load_balancer};
 use crate::switch::{PortInfo, StageInfo, Switch};
 
 /// Names of the stages this build knows, for error messages and the API.
-pub const STAGE_NAMES: &[&str] = &[arp_forward::TABLE, forward::TABLE];
+pub const STAGE_NAMES: &[&str] = &[arp_forward::TABLE, forward::TABLE, load_balancer::STAGE];
 
 /// A built switch: the shared state and the worker that runs the ports.
 pub struct Assembled {
@@ -59,6 +59,24 @@ fn make_stage(
             Ok((
                 Box::new(arp_forward::ArpForward::new(t, cfg)),
                 vec![arp_forward::TABLE.into()],
+            ))
+        }
+        load_balancer::STAGE => {
+            // Checked here so a typo in the options fails at start, naming the field.
+            load_balancer::LoadBalancerConfig::from_options(opts)?;
+            let snat = table(load_balancer::client_snat_schema())?;
+            let ns = Table::with_selector(
+                load_balancer::node_selector_schema(),
+                load_balancer::node_selector_selector(),
+            )
+            .map_err(|e| e.to_string())?;
+            let ns = tables.add(ns).map_err(|e| e.to_string())?;
+            Ok((
+                Box::new(load_balancer::LoadBalancer::new(ns, snat)),
+                vec![
+                    load_balancer::NODE_SELECTOR.into(),
+                    load_balancer::CLIENT_SNAT.into(),
+                ],
             ))
         }
         other => Err(format!(
@@ -131,6 +149,87 @@ fn unknown_port(switch: &Switch, table: &str, spec: &tables::EntrySpec) -> Optio
         .find(|&v| u16::try_from(v).map_or(true, |id| switch.port(id).is_none()))
 }
 
+/// Checks `[[member]]` and `[[group]]` sections one by one, so an error names the section's
+/// line and field: the table exists and has an action selector, the member's action parses,
+/// ids are unique, a group's members are declared members of the same table and fit the
+/// selector's limits. (The install that follows re-checks everything.)
+fn check_members_and_groups(cfg: &SwitchConfig, switch: &Switch) -> Result<(), ConfigError> {
+    let table_of = |name: &str| switch.tables.get(name).map_err(|e| e.to_string());
+    for (i, sm) in cfg.members.iter().enumerate() {
+        let m = sm.get_ref();
+        let at = sm.span().start;
+        let res = table_of(&m.table).and_then(|t| {
+            t.member_from_json(&tables::MemberJson {
+                id: m.id,
+                action: m.action.clone(),
+                params: m.params.clone(),
+            })
+            .map_err(|e| e.to_string())
+        });
+        if let Err(e) = res {
+            return Err(cfg.field_error(at, format!("member[{i}]"), e));
+        }
+        let dup = cfg.members[..i]
+            .iter()
+            .any(|o| o.get_ref().table == m.table && o.get_ref().id == m.id);
+        if dup {
+            return Err(cfg.field_error(
+                at,
+                format!("member[{i}].id"),
+                format!("member {} of table '{}' is declared twice", m.id, m.table),
+            ));
+        }
+    }
+    for (i, sg) in cfg.groups.iter().enumerate() {
+        let g = sg.get_ref();
+        let at = sg.span().start;
+        let t = table_of(&g.table).map_err(|e| cfg.field_error(at, format!("group[{i}]"), e))?;
+        let Some(sel) = t.selector_schema() else {
+            return Err(cfg.field_error(
+                at,
+                format!("group[{i}].table"),
+                format!("table '{}' has no action selector", g.table),
+            ));
+        };
+        if g.members.len() > sel.max_group_size {
+            return Err(cfg.field_error(
+                at,
+                format!("group[{i}].members"),
+                format!(
+                    "{} members; max group size of '{}' is {}",
+                    g.members.len(),
+                    g.table,
+                    sel.max_group_size
+                ),
+            ));
+        }
+        for m in &g.members {
+            let declared = cfg
+                .members
+                .iter()
+                .any(|o| o.get_ref().table == g.table && o.get_ref().id == *m);
+            if !declared {
+                return Err(cfg.field_error(
+                    at,
+                    format!("group[{i}].members"),
+                    format!("no [[member]] with id {m} for table '{}'", g.table),
+                ));
+            }
+        }
+        let dup = cfg.groups[..i]
+            .iter()
+            .any(|o| o.get_ref().table == g.table && o.get_ref().id == g.id);
+        if dup {
+            return Err(cfg.field_error(
+                at,
+                format!("group[{i}].id"),
+                format!("group {} of table '{}' is declared twice", g.id, g.table),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// Build everything from the config, opening the configured ports.
 pub fn assemble(cfg: &SwitchConfig) -> Result<Assembled, ConfigError> {
     let mut ports = Vec::new();
@@ -196,9 +295,13 @@ pub fn assemble_with_ports(
         ports: infos,
         pipeline,
         initial_entries: cfg.entries.iter().map(|e| e.get_ref().clone()).collect(),
+        initial_members: cfg.members.iter().map(|m| m.get_ref().clone()).collect(),
+        initial_groups: cfg.groups.iter().map(|g| g.get_ref().clone()).collect(),
+        stage_options: cfg.stage.clone(),
         stop: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
     };
+    check_members_and_groups(cfg, &switch)?;
     // Check each initial entry on its own first, so the error points at its line.
     for (i, se) in cfg.entries.iter().enumerate() {
         let ie = se.get_ref();
@@ -212,6 +315,32 @@ pub fn assemble_with_ports(
                 return Err(cfg.field_error(se.span().start, format!("entry[{i}]"), e.to_string()));
             }
         };
+        // A group or member reference must name one the config declares for that table.
+        if let Some(r) = spec.action.profile_ref() {
+            let (what, id, known) = match r {
+                tables::ProfileRef::Group(id) => (
+                    "group",
+                    id,
+                    cfg.groups
+                        .iter()
+                        .any(|g| g.get_ref().table == ie.table && g.get_ref().id == id),
+                ),
+                tables::ProfileRef::Member(id) => (
+                    "member",
+                    id,
+                    cfg.members
+                        .iter()
+                        .any(|m| m.get_ref().table == ie.table && m.get_ref().id == id),
+                ),
+            };
+            if !known {
+                return Err(cfg.field_error(
+                    se.span().start,
+                    format!("entry[{i}].{what}"),
+                    format!("no [[{what}]] with id {id} for table '{}'", ie.table),
+                ));
+            }
+        }
         // An entry sending to a port the switch does not have would drop every match.
         if let Some(port) = unknown_port(&switch, &ie.table, &spec) {
             let known: Vec<String> = switch.ports.iter().map(|p| p.id.to_string()).collect();

@@ -22,6 +22,27 @@
 //! action = "set_egress_port"
 //! params = { port = 140 }
 //! ```
+//!
+//! Tables with an action selector (the load balancer's `node_selector`) take members and
+//! groups, installed before the entries (and restored by `/reinitialize` in that order):
+//!
+//! ```toml
+//! [[member]]                 # action-profile member: id -> one of the table's actions
+//! table = "node_selector"
+//! id = 1
+//! action = "set_rewrite_dst"
+//! params = { new_dst = "192.168.12.2" }
+//!
+//! [[group]]                  # selector group: id -> member ids (hash order)
+//! table = "node_selector"
+//! id = 1
+//! members = [1]
+//!
+//! [[entry]]                  # an entry of such a table names `group` (or `member`)
+//! table = "node_selector"    # instead of `action`/`params`
+//! key = { "hdr.ipv4.dst_addr" = "192.168.12.10" }
+//! group = 1
+//! ```
 //! A wrong config fails at start with the file, line and field.
 
 use std::collections::BTreeMap;
@@ -29,7 +50,7 @@ use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
 
-use crate::switch::InitialEntry;
+use crate::switch::{InitialEntry, InitialGroup, InitialMember};
 
 /// Why a configuration could not be loaded or built.
 #[derive(Debug, thiserror::Error)]
@@ -158,6 +179,12 @@ pub struct SwitchConfig {
     pub stage: BTreeMap<String, toml::Value>,
     #[serde(rename = "entry", default)]
     pub entries: Vec<toml::Spanned<InitialEntry>>,
+    /// Action-profile members of tables with an action selector (`[[member]]`).
+    #[serde(rename = "member", default)]
+    pub members: Vec<toml::Spanned<InitialMember>>,
+    /// Selector groups (`[[group]]`).
+    #[serde(rename = "group", default)]
+    pub groups: Vec<toml::Spanned<InitialGroup>>,
     #[serde(default)]
     pub engine: EngineConfig,
     /// The file this was read from (for error messages and relative paths).

@@ -36,6 +36,28 @@ pub struct InitialEntry {
     pub entry: EntryJson,
 }
 
+/// An action-profile member the configuration installs (`[[member]]`), in a table with an
+/// action selector.
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialMember {
+    pub table: String,
+    pub id: u32,
+    pub action: String,
+    #[serde(default)]
+    pub params: serde_json::Map<String, serde_json::Value>,
+}
+
+/// A selector group the configuration installs (`[[group]]`).
+#[derive(Debug, Clone, serde::Deserialize, serde::Serialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitialGroup {
+    pub table: String,
+    pub id: u32,
+    #[serde(default)]
+    pub members: Vec<u32>,
+}
+
 /// State shared by the worker(s) and the control plane.
 #[derive(Debug)]
 pub struct Switch {
@@ -43,6 +65,13 @@ pub struct Switch {
     pub ports: Vec<PortInfo>,
     pub pipeline: Vec<StageInfo>,
     pub initial_entries: Vec<InitialEntry>,
+    /// Configured action-profile members, installed before groups and entries.
+    pub initial_members: Vec<InitialMember>,
+    /// Configured selector groups, installed after members, before entries.
+    pub initial_groups: Vec<InitialGroup>,
+    /// `[stage.<name>]` options as configured, for the control plane (e.g. the load
+    /// balancer's `service_port`).
+    pub stage_options: std::collections::BTreeMap<String, toml::Value>,
     /// Set to stop the workers.
     pub stop: Arc<AtomicBool>,
     pub started: Instant,
@@ -54,10 +83,11 @@ impl Switch {
         self.ports.iter().find(|p| p.id == id)
     }
 
-    /// Empty every table (defaults stay as they are).
+    /// Empty every table (defaults stay as they are): entries, then selector groups, then
+    /// members, each table in one publish.
     pub fn clear_tables(&self) {
         for (_, t) in self.tables.iter() {
-            t.clear();
+            t.clear_all();
         }
     }
 
@@ -67,32 +97,52 @@ impl Switch {
         self.load_entries(false)
     }
 
-    /// Back to the configured state: each table is emptied, its default action reset
-    /// and its configured entries installed in one atomic publish, so traffic never
-    /// sees a table half restored.
+    /// Back to the configured state: each table is emptied (entries, groups, members), its
+    /// default action reset and its configured members, groups and entries installed in one
+    /// atomic publish, so traffic never sees a table half restored.
     pub fn reinitialize(&self) -> Result<(), tables::TableError> {
         self.load_entries(true)
     }
 
     fn load_entries(&self, reset: bool) -> Result<(), tables::TableError> {
-        let mut by_table: std::collections::BTreeMap<&str, Vec<Op>> = Default::default();
+        // Per table: [reset ops, members, groups, entries], applied as one batch in that
+        // order (what an entry refers to exists before it).
+        let mut by_table: std::collections::BTreeMap<&str, [Vec<Op>; 4]> = Default::default();
         if reset {
             for (name, t) in self.tables.iter() {
-                let ops = by_table.entry(name).or_default();
+                let ops = &mut by_table.entry(name).or_default()[0];
                 ops.push(Op::Clear);
+                if t.selector_schema().is_some() {
+                    ops.extend([Op::ClearGroups, Op::ClearMembers]);
+                }
                 if !t.schema().const_default {
                     ops.push(Op::SetDefault(t.schema().default_action.clone()));
                 }
             }
         }
+        for m in &self.initial_members {
+            let t = self.tables.get(&m.table)?;
+            let (id, action) = t.member_from_json(&tables::MemberJson {
+                id: m.id,
+                action: m.action.clone(),
+                params: m.params.clone(),
+            })?;
+            by_table.entry(t.name()).or_default()[1].push(Op::InsertMember { id, action });
+        }
+        for g in &self.initial_groups {
+            let t = self.tables.get(&g.table)?;
+            by_table.entry(t.name()).or_default()[2].push(Op::InsertGroup {
+                id: g.id,
+                members: g.members.clone(),
+            });
+        }
         for ie in &self.initial_entries {
             let t = self.tables.get(&ie.table)?;
-            by_table
-                .entry(t.name())
-                .or_default()
+            by_table.entry(t.name()).or_default()[3]
                 .push(Op::Insert(t.entry_from_json(&ie.entry)?));
         }
         for (name, ops) in by_table {
+            let ops: Vec<Op> = ops.into_iter().flatten().collect();
             self.tables.get(name)?.apply(&ops)?;
         }
         Ok(())

@@ -60,6 +60,16 @@ fn run_case(
     extra: &str,
     inputs: &[(u16, Vec<Vec<u8>>)],
 ) -> (PortFrames, std::sync::Arc<dataplane::Switch>) {
+    run_case_with(case, CONFIG, extra, inputs)
+}
+
+/// [`run_case`] over another base config.
+fn run_case_with(
+    case: &str,
+    base: &str,
+    extra: &str,
+    inputs: &[(u16, Vec<Vec<u8>>)],
+) -> (PortFrames, std::sync::Arc<dataplane::Switch>) {
     let dir = case_dir(case);
     let update = std::env::var_os("UPDATE_GOLDEN").is_some();
     if update {
@@ -70,7 +80,7 @@ fn run_case(
     }
     let out = std::env::temp_dir().join(format!("sb-golden-{case}-{}", std::process::id()));
     std::fs::create_dir_all(&out).unwrap();
-    let mut cfg = String::from(CONFIG);
+    let mut cfg = String::from(base);
     cfg.push_str(extra);
     for port in PORTS {
         let input = dir.join(format!("in-{port}.pcap"));
@@ -256,4 +266,198 @@ fn golden_arp_forward_upstream_mode() {
         "steered to .2's recorded port only"
     );
     assert!(frames_of(&r, 132).is_empty() && frames_of(&r, 148).is_empty());
+}
+
+// ----- load_balancer ------------------------------------------------------------------------
+
+const VIP: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 10);
+
+/// Full recomputation of a frame's IPv4 header checksum and TCP/UDP checksum with etherparse
+/// (independent of the incremental update under test): (stored, computed) pairs.
+fn checksums(frame: &[u8]) -> [(u16, u16); 2] {
+    use etherparse::{NetSlice, SlicedPacket, TransportSlice};
+    let p = SlicedPacket::from_ethernet(frame).expect("output parses");
+    let Some(NetSlice::Ipv4(ip)) = &p.net else {
+        panic!("not IPv4")
+    };
+    let h = ip.header().to_header();
+    let ip_sum = (h.header_checksum, h.calc_header_checksum());
+    let l4 = match &p.transport {
+        Some(TransportSlice::Tcp(t)) => (
+            t.checksum(),
+            t.calc_checksum_ipv4(h.source, h.destination).unwrap(),
+        ),
+        Some(TransportSlice::Udp(u)) => (
+            u.checksum(),
+            u.to_header().calc_checksum_ipv4(&h, u.payload()).unwrap(),
+        ),
+        other => panic!("no TCP/UDP: {other:?}"),
+    };
+    [ip_sum, l4]
+}
+
+#[track_caller]
+fn assert_checksums_ok(frame: &[u8]) {
+    for (stored, computed) in checksums(frame) {
+        assert_eq!(stored, computed, "checksum after rewrite");
+    }
+}
+
+fn ip_src(f: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(f[26], f[27], f[28], f[29])
+}
+
+fn ip_dst(f: &[u8]) -> Ipv4Addr {
+    Ipv4Addr::new(f[30], f[31], f[32], f[33])
+}
+
+/// The upstream controller's start state: client_snat(8080 -> VIP), member 1 = .2 in group 1,
+/// node_selector(VIP -> group 1); plus common's forward/arp entries.
+fn lb_config() -> String {
+    CONFIG.replace(
+        r#"stages = ["arp_forward", "forward"]"#,
+        r#"stages = ["arp_forward", "load_balancer", "forward"]"#,
+    ) + r#"
+[[entry]]
+table = "client_snat"
+key = { "hdr.tcp.src_port" = 8080 }
+action = "set_rewrite_src"
+params = { new_src = "192.168.12.10" }
+
+[[member]]
+table = "node_selector"
+id = 1
+action = "set_rewrite_dst"
+params = { new_dst = "192.168.12.2" }
+
+[[group]]
+table = "node_selector"
+id = 1
+members = [1]
+
+[[entry]]
+table = "node_selector"
+key = { "hdr.ipv4.dst_addr" = "192.168.12.10" }
+group = 1
+"#
+}
+
+#[test]
+fn golden_load_balancer() {
+    use packet::wire::tcp::Flags;
+    let tcp = |src, dst, sport, dport, payload: &[u8]| {
+        build::tcp_ipv4(
+            CLIENT_MAC,
+            ANY_MAC,
+            src,
+            dst,
+            sport,
+            dport,
+            1000,
+            0,
+            Flags::SYN,
+            payload,
+        )
+    };
+    // client -> VIP:8080 (rewritten to .2), over TCP and UDP
+    let to_vip = tcp(CLIENT, VIP, 40000, 8080, b"hello vip");
+    let udp_to_vip = build::udp_ipv4(CLIENT_MAC, ANY_MAC, CLIENT, VIP, 40001, 8080, b"udp vip");
+    // client -> .2 directly: not load-balanced; src port 40002 has no client_snat entry
+    let direct = tcp(CLIENT, SERVER, 40002, 8080, b"direct");
+    // replies from .2: TCP from 8080 re-sourced to the VIP; UDP from 8080 and TCP from
+    // another port untouched
+    let reply = build::tcp_ipv4(
+        SERVER_MAC,
+        CLIENT_MAC,
+        SERVER,
+        CLIENT,
+        8080,
+        40000,
+        5000,
+        1001,
+        Flags::SYN | Flags::ACK,
+        b"hello client",
+    );
+    let udp_reply = build::udp_ipv4(SERVER_MAC, CLIENT_MAC, SERVER, CLIENT, 8080, 40001, b"u");
+    let other_port = build::tcp_ipv4(
+        SERVER_MAC,
+        CLIENT_MAC,
+        SERVER,
+        CLIENT,
+        9999,
+        40000,
+        1,
+        0,
+        Flags::ACK,
+        b"other",
+    );
+    // truncated and corrupt frames must not panic the stage
+    let truncated = to_vip[..14 + 20 + 10].to_vec();
+    let mut bad_ihl = to_vip.clone();
+    bad_ihl[14] = 0x4f; // IHL 15: header longer than the packet
+    let (r, sw) = run_case_with(
+        "load_balancer",
+        &lb_config(),
+        "",
+        &[
+            (
+                132,
+                vec![
+                    to_vip.clone(),
+                    udp_to_vip.clone(),
+                    direct.clone(),
+                    truncated,
+                    bad_ihl,
+                ],
+            ),
+            (
+                140,
+                vec![reply.clone(), udp_reply.clone(), other_port.clone()],
+            ),
+        ],
+    );
+    let p140 = frames_of(&r, 140);
+    assert_eq!(p140.len(), 3, "TCP and UDP to the VIP, TCP to .2");
+    for (f, orig) in p140.iter().zip([&to_vip, &udp_to_vip]) {
+        assert_eq!(ip_dst(f), SERVER, "VIP rewritten to the backend");
+        assert_eq!(ip_src(f), CLIENT);
+        assert_eq!(&f[0..6], &SERVER_MAC.0, "then forwarded with .2's MAC");
+        assert_checksums_ok(f);
+        assert_ne!(&f[14..], &orig[14..]);
+    }
+    assert_eq!(&p140[2][6..], &direct[6..], "direct traffic untouched");
+    let p132 = frames_of(&r, 132);
+    assert_eq!(p132.len(), 3);
+    assert_eq!(
+        ip_src(&p132[0]),
+        VIP,
+        "reply from :8080 re-sourced to the VIP"
+    );
+    assert_eq!(ip_dst(&p132[0]), CLIENT);
+    assert_checksums_ok(&p132[0]);
+    // Only the address and the two checksums changed.
+    let diff: Vec<usize> = (0..reply.len())
+        .filter(|&i| p132[0][i] != reply[i])
+        .collect();
+    assert!(
+        diff.iter()
+            .all(|&i| (24..30).contains(&i) || i == 50 || i == 51),
+        "bytes changed: {diff:?}"
+    );
+    assert_eq!(p132[1], udp_reply, "client_snat applies to TCP only");
+    assert_eq!(p132[2], other_port, "no client_snat entry for port 9999");
+    assert!(frames_of(&r, 148).is_empty());
+    assert_eq!(sw.port(132).unwrap().counters.snapshot().rx_dropped, 2);
+    let ns = sw.tables.get("node_selector").unwrap().stats();
+    assert_eq!(
+        (ns.hits, ns.misses),
+        (2, 4),
+        "VIP twice; direct + 3 replies miss"
+    );
+    let snat = sw.tables.get("client_snat").unwrap().stats();
+    assert_eq!(
+        (snat.hits, snat.misses),
+        (1, 2),
+        "applied to the non-LB TCP packets only"
+    );
 }

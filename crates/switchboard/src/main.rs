@@ -77,7 +77,10 @@ fn go_style_args(args: Vec<String>) -> Vec<String> {
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse_from(go_style_args(std::env::args().collect()));
-    if matches!(cli.cmd, Command::Ctl(_) | Command::Lab(_) | Command::Migrate(_)) {
+    if matches!(
+        cli.cmd,
+        Command::Ctl(_) | Command::Lab(_) | Command::Migrate(_)
+    ) {
         // Printing commands end quietly when their reader goes away (`... | head`), as
         // other CLI tools do; long-running ones keep Rust's ignored SIGPIPE.
         // SAFETY: setting a signal disposition to its default has no preconditions.
@@ -125,7 +128,9 @@ mod tests {
     #[test]
     fn go_style_flags_become_long_flags_for_workload_tools_only() {
         assert_eq!(
-            go_style_args(v("sb --log info loadgen -server http://x:1 -connections 4 -h --fps 5")),
+            go_style_args(v(
+                "sb --log info loadgen -server http://x:1 -connections 4 -h --fps 5"
+            )),
             v("sb --log info loadgen --server http://x:1 --connections 4 -h --fps 5")
         );
         assert_eq!(

@@ -233,6 +233,10 @@ impl Drop for TestLab {
 fn cpu_port_carries_tcp_through_the_kernel_nat() {
     need_root!();
     let lab = TestLab::up("tcpu");
+    // The example installs upstream's client_snat (replies from :8080 re-sourced to the VIP);
+    // a same-IP setup removes it, as the upstream experiment does.
+    let (status, _) = lab.post("/deleteClientSnat", "{}");
+    assert_eq!(status, 200);
     let server = Command::new("ip")
         .args(["netns", "exec", "sb-tcpu-lakewood"])
         .args(["iperf3", "-s", "-p", "8080", "-1", "-J"])

@@ -102,7 +102,25 @@ pub enum Op {
     Delete(Vec<FieldMatch>),
     /// Change the action taken on a miss; fails on a const default.
     SetDefault(crate::ActionCall),
-    /// Remove every entry (the default action stays). With inserts after it in the same batch,
-    /// this replaces the table's contents atomically.
+    /// Remove every entry (the default action stays; members and groups stay). With inserts
+    /// after it in the same batch, this replaces the table's contents atomically.
     Clear,
+    /// Add action-profile member `id` running `action` (a direct action of the table).
+    /// Selector tables only; fails if the id exists or the profile is full.
+    InsertMember { id: u32, action: ActionCall },
+    /// Change the action of member `id`; groups holding it pick up the change in the same
+    /// publish.
+    ModifyMember { id: u32, action: ActionCall },
+    /// Remove member `id`; fails while a group or an entry refers to it.
+    DeleteMember(u32),
+    /// Add selector group `id` with these members (each must exist, at most max group size).
+    InsertGroup { id: u32, members: Vec<u32> },
+    /// Replace the member list of group `id`.
+    ModifyGroup { id: u32, members: Vec<u32> },
+    /// Remove group `id`; fails while an entry refers to it.
+    DeleteGroup(u32),
+    /// Remove every group; fails while an entry refers to one (put [`Op::Clear`] first).
+    ClearGroups,
+    /// Remove every member; fails while a group or an entry refers to one.
+    ClearMembers,
 }

@@ -145,6 +145,70 @@ pub enum TableError {
         source: Box<TableError>,
     },
 
+    // ----- action selectors -----------------------------------------------------------------
+    /// A selector declaration with a zero limit.
+    #[error("table '{table}': bad action selector: {message}")]
+    BadSelector { table: String, message: String },
+    /// A group or member operation (or a group/member reference) on a table declared without
+    /// an action selector.
+    #[error(
+        "table '{table}' has no action selector: its entries take a direct action, not a group or member"
+    )]
+    NotASelector { table: String },
+    /// An entry of a selector table naming an action directly.
+    #[error(
+        "table '{table}' uses an action selector: an entry refers to a group or a member, not to action '{action}' directly"
+    )]
+    SelectorNeedsRef { table: String, action: String },
+    /// Insert of a member id that exists (use modify).
+    #[error("table '{table}': action profile member {member} already exists")]
+    DuplicateMember { table: String, member: u32 },
+    /// A member id that is not in the action profile.
+    #[error("table '{table}': no action profile member {member}")]
+    NoSuchMember { table: String, member: u32 },
+    /// The action profile holds `size` members already.
+    #[error("table '{table}': action profile is full ({size} members)")]
+    ProfileFull { table: String, size: usize },
+    /// Delete of a member a group or an entry still refers to.
+    #[error("table '{table}': member {member} is still used by {user}; remove that first")]
+    MemberInUse {
+        table: String,
+        member: u32,
+        /// "group 1" or "entry {key}".
+        user: String,
+    },
+    /// Insert of a group id that exists (use modify).
+    #[error("table '{table}': selector group {group} already exists")]
+    DuplicateGroup { table: String, group: u32 },
+    /// A group id that does not exist.
+    #[error("table '{table}': no selector group {group}")]
+    NoSuchGroup { table: String, group: u32 },
+    /// The selector holds `max` groups already.
+    #[error("table '{table}': selector has the maximum of {max} groups")]
+    TooManyGroups { table: String, max: usize },
+    /// A group given more members than the selector's max group size.
+    #[error("table '{table}': group {group} would have {size} members; max group size is {max}")]
+    GroupTooLarge {
+        table: String,
+        group: u32,
+        size: usize,
+        max: usize,
+    },
+    /// The same member listed twice in one group.
+    #[error("table '{table}': group {group} lists member {member} twice")]
+    DuplicateGroupMember {
+        table: String,
+        group: u32,
+        member: u32,
+    },
+    /// Delete of a group an entry still refers to.
+    #[error("table '{table}': group {group} is still used by entry {entry}; remove that first")]
+    GroupInUse {
+        table: String,
+        group: u32,
+        entry: String,
+    },
+
     // ----- JSON edge ------------------------------------------------------------------------
     /// A JSON (or TOML) value that cannot be read as what `location` needs.
     /// `location` is e.g. "key field 'dst_addr'" or "action 'forward' parameter 'port'".
@@ -212,6 +276,19 @@ impl TableError {
             | ParamCount { table, .. }
             | ParamTooWide { table, .. }
             | ConstDefault { table }
+            | BadSelector { table, .. }
+            | NotASelector { table }
+            | SelectorNeedsRef { table, .. }
+            | DuplicateMember { table, .. }
+            | NoSuchMember { table, .. }
+            | ProfileFull { table, .. }
+            | MemberInUse { table, .. }
+            | DuplicateGroup { table, .. }
+            | NoSuchGroup { table, .. }
+            | TooManyGroups { table, .. }
+            | GroupTooLarge { table, .. }
+            | DuplicateGroupMember { table, .. }
+            | GroupInUse { table, .. }
             | Batch { table, .. }
             | BadJson { table, .. }
             | UnknownKeyField { table, .. }
@@ -223,24 +300,33 @@ impl TableError {
         }
     }
 
-    /// True for "not found" style errors (unknown table/entry/action/field), which a REST
+    /// True for "not found" style errors (unknown table/entry/member/group), which a REST
     /// layer maps to 404 rather than 400. Kept here so the mapping lives in one place.
     pub fn is_not_found(&self) -> bool {
         match self {
-            TableError::NoSuchEntry { .. } | TableError::UnknownTable { .. } => true,
+            TableError::NoSuchEntry { .. }
+            | TableError::UnknownTable { .. }
+            | TableError::NoSuchMember { .. }
+            | TableError::NoSuchGroup { .. } => true,
             TableError::Batch { source, .. } => source.is_not_found(),
             _ => false,
         }
     }
 
-    /// True when the request conflicts with current state (duplicate key/table, table full,
-    /// const default), which a REST layer maps to 409.
+    /// True when the request conflicts with current state (duplicate key/table/member/group,
+    /// table or profile full, const default, member or group still in use), which a REST layer maps to 409.
     pub fn is_conflict(&self) -> bool {
         match self {
             TableError::DuplicateKey { .. }
             | TableError::DuplicateTable { .. }
             | TableError::TableFull { .. }
-            | TableError::ConstDefault { .. } => true,
+            | TableError::ConstDefault { .. }
+            | TableError::DuplicateMember { .. }
+            | TableError::DuplicateGroup { .. }
+            | TableError::ProfileFull { .. }
+            | TableError::TooManyGroups { .. }
+            | TableError::MemberInUse { .. }
+            | TableError::GroupInUse { .. } => true,
             TableError::Batch { source, .. } => source.is_conflict(),
             _ => false,
         }

@@ -30,15 +30,29 @@ use serde_json::{Map, Value};
 
 use crate::entry::{EntrySpec, FieldMatch};
 use crate::error::{Result, TableError};
-use crate::schema::{ActionCall, KeyField, MatchKind, prefix_mask, width_mask};
+use crate::schema::{ActionCall, KeyField, MatchKind, ProfileRef, prefix_mask, width_mask};
 use crate::table::Table;
 
+/// `EntryJson::action` of an entry that refers to a selector group; its `params` hold the
+/// group id as `"id"`. On the wire (JSON/TOML) such an entry is written `"group": <id>`
+/// instead of `action`/`params`. `$` cannot start a P4 action name, so it never collides.
+pub const GROUP_REF: &str = "$group";
+/// `EntryJson::action` of an entry that refers to one action-profile member (wire form
+/// `"member": <id>`).
+pub const MEMBER_REF: &str = "$member";
+
 /// An entry as the REST API and config files spell it.
+///
+/// On the wire an entry has exactly one of: `action` (+ `params`), for ordinary tables;
+/// `group`, or `member`, for tables with an action selector. In this struct a group or member
+/// reference is `action` [`GROUP_REF`] / [`MEMBER_REF`] with the id as param `"id"` (see
+/// [`EntryJson::group`]), which keeps the struct one shape for every table.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(try_from = "EntryWire", into = "EntryWire")]
 pub struct EntryJson {
     /// Key field name -> match (see module docs for formats).
     pub key: Map<String, Value>,
-    /// Action name.
+    /// Action name (or [`GROUP_REF`] / [`MEMBER_REF`]).
     pub action: String,
     /// Parameter name -> value.
     #[serde(default)]
@@ -46,6 +60,150 @@ pub struct EntryJson {
     /// Priority (ternary tables only; higher wins).
     #[serde(default)]
     pub priority: i32,
+}
+
+/// The wire form of [`EntryJson`].
+#[derive(Serialize, Deserialize)]
+struct EntryWire {
+    key: Map<String, Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    action: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    params: Option<Map<String, Value>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    group: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    member: Option<u32>,
+    #[serde(default)]
+    priority: i32,
+}
+
+impl TryFrom<EntryWire> for EntryJson {
+    type Error = String;
+    fn try_from(w: EntryWire) -> std::result::Result<Self, String> {
+        let (action, params) = match (w.action, w.group, w.member) {
+            (Some(a), None, None) => (a, w.params.unwrap_or_default()),
+            (None, Some(id), None) | (None, None, Some(id)) => {
+                if w.params.as_ref().is_some_and(|p| !p.is_empty()) {
+                    return Err(
+                        "`params` belong to an action; an entry with `group` or `member` takes none"
+                            .into(),
+                    );
+                }
+                let r = if w.group.is_some() {
+                    GROUP_REF
+                } else {
+                    MEMBER_REF
+                };
+                (r.to_owned(), Map::from_iter([("id".to_owned(), id.into())]))
+            }
+            (None, None, None) => {
+                return Err(
+                    "missing field `action` (or `group` / `member` for a table with an action selector)"
+                        .into(),
+                );
+            }
+            _ => {
+                return Err("give exactly one of `action`, `group` and `member`".into());
+            }
+        };
+        Ok(EntryJson {
+            key: w.key,
+            action,
+            params,
+            priority: w.priority,
+        })
+    }
+}
+
+impl From<EntryJson> for EntryWire {
+    fn from(e: EntryJson) -> Self {
+        let id = e.ref_id();
+        let mut w = EntryWire {
+            key: e.key,
+            action: None,
+            params: None,
+            group: None,
+            member: None,
+            priority: e.priority,
+        };
+        match (e.action.as_str(), id) {
+            (GROUP_REF, Some(id)) => w.group = Some(id),
+            (MEMBER_REF, Some(id)) => w.member = Some(id),
+            _ => {
+                w.action = Some(e.action);
+                w.params = Some(e.params);
+            }
+        }
+        w
+    }
+}
+
+impl EntryJson {
+    /// An entry of a selector table pointing `key` at group `id`.
+    pub fn group(key: Map<String, Value>, id: u32) -> EntryJson {
+        EntryJson {
+            key,
+            action: GROUP_REF.into(),
+            params: Map::from_iter([("id".to_owned(), id.into())]),
+            priority: 0,
+        }
+    }
+
+    /// An entry of a selector table pointing `key` at member `id`.
+    pub fn member(key: Map<String, Value>, id: u32) -> EntryJson {
+        EntryJson {
+            key,
+            action: MEMBER_REF.into(),
+            params: Map::from_iter([("id".to_owned(), id.into())]),
+            priority: 0,
+        }
+    }
+
+    /// The group or member id of a reference entry (None for a direct action).
+    fn ref_id(&self) -> Option<u32> {
+        if self.action != GROUP_REF && self.action != MEMBER_REF {
+            return None;
+        }
+        self.params
+            .get("id")
+            .and_then(Value::as_u64)
+            .and_then(|v| u32::try_from(v).ok())
+    }
+
+    /// The group or member this entry refers to, if it is a reference entry.
+    pub fn profile_ref(&self) -> Option<ProfileRef> {
+        let id = self.ref_id()?;
+        Some(if self.action == GROUP_REF {
+            ProfileRef::Group(id)
+        } else {
+            ProfileRef::Member(id)
+        })
+    }
+}
+
+/// An action-profile member as the REST API and config files spell it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MemberJson {
+    /// Member id (any u32, chosen by the client as in P4Runtime).
+    pub id: u32,
+    /// Action name (one of the table's actions).
+    pub action: String,
+    /// Parameter name -> value.
+    #[serde(default)]
+    pub params: Map<String, Value>,
+}
+
+/// A selector group as the REST API and config files spell it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct GroupJson {
+    /// Group id (any u32, chosen by the client).
+    pub id: u32,
+    /// Member ids, in the order the hash indexes them.
+    #[serde(default)]
+    pub members: Vec<u32>,
 }
 
 /// Renders `v` for a `bits`-wide field as text (dotted quad, MAC, IPv6 or decimal).
@@ -375,14 +533,50 @@ impl Table {
         Ok(call)
     }
 
-    /// Parses a whole entry; the result is checked against the schema.
+    /// Parses a whole entry; the result is checked against the schema (whether a group or
+    /// member it refers to exists is checked when it is written).
     pub fn entry_from_json(&self, e: &EntryJson) -> Result<EntrySpec> {
-        let spec = EntrySpec {
-            key: self.key_from_json(&e.key)?,
-            priority: e.priority,
-            action: self.action_from_json(&e.action, &e.params)?,
+        let key = self.key_from_json(&e.key)?;
+        let action = if e.action == GROUP_REF || e.action == MEMBER_REF {
+            let what = if e.action == GROUP_REF {
+                "group"
+            } else {
+                "member"
+            };
+            let id = e.ref_id().ok_or_else(|| TableError::BadJson {
+                table: self.name().to_owned(),
+                location: what.into(),
+                message: format!("{what} id must be a number in 0..=4294967295"),
+            })?;
+            if e.action == GROUP_REF {
+                ActionCall::group(id)
+            } else {
+                ActionCall::member(id)
+            }
+        } else {
+            self.action_from_json(&e.action, &e.params)?
         };
-        self.schema().check_entry(&spec)
+        self.check_spec(&EntrySpec {
+            key,
+            priority: e.priority,
+            action,
+        })
+    }
+
+    /// Parses a member: (id, direct action call).
+    pub fn member_from_json(&self, m: &MemberJson) -> Result<(u32, ActionCall)> {
+        if self.selector_schema().is_none() {
+            return Err(TableError::NotASelector {
+                table: self.name().to_owned(),
+            });
+        }
+        Ok((m.id, self.action_from_json(&m.action, &m.params)?))
+    }
+
+    /// JSON form of member `id`.
+    pub fn member_to_json(&self, id: u32, a: &ActionCall) -> MemberJson {
+        let (action, params) = self.action_to_json(a);
+        MemberJson { id, action, params }
     }
 
     /// JSON form of a key (one member per field).
@@ -395,8 +589,19 @@ impl Table {
             .collect()
     }
 
-    /// JSON form of an action call: (action name, params). Unknown ids render as `#id`.
+    /// JSON form of an action call: (action name, params). Unknown ids render as `#id`;
+    /// group and member references as [`GROUP_REF`] / [`MEMBER_REF`] with param `"id"`.
     pub fn action_to_json(&self, a: &ActionCall) -> (String, Map<String, Value>) {
+        if let Some(r) = a.profile_ref() {
+            let (name, id) = match r {
+                ProfileRef::Group(id) => (GROUP_REF, id),
+                ProfileRef::Member(id) => (MEMBER_REF, id),
+            };
+            return (
+                name.to_owned(),
+                Map::from_iter([("id".to_owned(), id.into())]),
+            );
+        }
         match self.schema().action(a.action) {
             Some(s) => (
                 s.name.clone(),

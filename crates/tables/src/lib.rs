@@ -10,6 +10,9 @@
 //!   [`Table::load`] and never block.
 //! - Counting: [`TableVersion::lookup_counted`] bumps the hit entry's packets/bytes and the
 //!   table's hits/misses ([`Table::stats`]); [`TableVersion::lookup`] counts nothing.
+//! - A table may be declared with an action selector ([`Table::with_selector`],
+//!   [`SelectorSchema`]): its entries then point at groups of action-profile members, and
+//!   the data plane picks a member by its own hash ([`TableVersion::select`]).
 //! - [`EntryJson`] is the JSON/TOML edge used by the REST API and config files.
 //!
 //! ```
@@ -42,6 +45,7 @@ mod index;
 mod json;
 mod registry;
 mod schema;
+mod selector;
 mod table;
 
 #[cfg(test)]
@@ -50,14 +54,15 @@ mod tests;
 pub use entry::{Entry, EntryCounters, EntrySpec, FieldMatch, Op};
 pub use error::{Result, TableError};
 pub use json::{
-    EntryJson, format_match, format_value, match_to_json, parse_match, parse_value,
-    parse_value_str, value_to_json,
+    EntryJson, GROUP_REF, GroupJson, MEMBER_REF, MemberJson, format_match, format_value,
+    match_to_json, parse_match, parse_value, parse_value_str, value_to_json,
 };
 pub use registry::Tables;
 pub use schema::{
     ActionCall, ActionId, ActionSchema, KeyField, MAX_KEY_FIELDS, MatchKind, ParamSchema,
-    StorageKind, TableSchema,
+    ProfileRef, StorageKind, TableSchema,
 };
+pub use selector::{SelectorMode, SelectorSchema};
 pub use table::{Lookup, Table, TableStats, TableVersion};
 
 /// Guard type returned by [`Table::load`].

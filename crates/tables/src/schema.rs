@@ -110,6 +110,26 @@ impl ActionSchema {
 #[serde(transparent)]
 pub struct ActionId(pub u16);
 
+impl ActionId {
+    /// Reserved id: the entry refers to an action-selector group (param 0 = group id).
+    /// Only valid in tables with a [`crate::SelectorSchema`].
+    pub const GROUP: ActionId = ActionId(u16::MAX);
+    /// Reserved id: the entry refers to one action-profile member (param 0 = member id).
+    pub const MEMBER: ActionId = ActionId(u16::MAX - 1);
+    /// Highest id a schema action may have (the ids above are reserved).
+    pub const MAX_ACTION: u16 = u16::MAX - 2;
+}
+
+/// What an entry of a table with an action selector points at instead of an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ProfileRef {
+    /// A group: the packet gets one of its members' actions, chosen by hash.
+    Group(u32),
+    /// One member: always its action.
+    Member(u32),
+}
+
 /// An action with its parameter values, in the order of [`ActionSchema::params`].
 #[derive(Debug, Clone, PartialEq, Eq, Hash, Serialize, Deserialize)]
 pub struct ActionCall {
@@ -125,6 +145,24 @@ impl ActionCall {
         Self {
             action,
             params: params.into_iter().collect(),
+        }
+    }
+    /// An entry target referring to group `id` of the table's action selector.
+    pub fn group(id: u32) -> Self {
+        Self::new(ActionId::GROUP, [u128::from(id)])
+    }
+    /// An entry target referring to member `id` of the table's action profile.
+    pub fn member(id: u32) -> Self {
+        Self::new(ActionId::MEMBER, [u128::from(id)])
+    }
+    /// The group or member this call refers to, when it is not a direct action.
+    #[inline]
+    pub fn profile_ref(&self) -> Option<ProfileRef> {
+        let id = u32::try_from(self.param(0)).unwrap_or(u32::MAX);
+        match self.action {
+            ActionId::GROUP => Some(ProfileRef::Group(id)),
+            ActionId::MEMBER => Some(ProfileRef::Member(id)),
+            _ => None,
         }
     }
     /// Parameter `i`, or 0 when absent (validated calls always have every parameter).
@@ -206,7 +244,7 @@ impl TableSchema {
                 });
             }
         }
-        if self.actions.is_empty() || self.actions.len() > usize::from(u16::MAX) {
+        if self.actions.is_empty() || self.actions.len() > usize::from(ActionId::MAX_ACTION) + 1 {
             return Err(TableError::NoActions { table: table() });
         }
         for (i, a) in self.actions.iter().enumerate() {

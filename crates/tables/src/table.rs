@@ -15,7 +15,8 @@ use serde::Serialize;
 use crate::entry::{Entry, EntryCounters, EntrySpec, FieldMatch, Op};
 use crate::error::{Result, TableError};
 use crate::index::Index;
-use crate::schema::{ActionCall, TableSchema};
+use crate::schema::{ActionCall, ProfileRef, TableSchema};
+use crate::selector::{SelectorSchema, SelectorState};
 
 /// Table-wide lookup counters, padded so hits and misses do not share a cache line.
 #[derive(Debug, Default)]
@@ -80,6 +81,8 @@ pub struct TableVersion {
     index: Index,
     len: usize,
     stats: Arc<TableCounters>,
+    selector: Option<Arc<SelectorState>>,
+    selector_schema: Option<Arc<SelectorSchema>>,
 }
 
 impl TableVersion {
@@ -150,6 +153,84 @@ impl TableVersion {
     pub fn prefix_lengths(&self) -> Vec<u16> {
         self.index.prefix_lengths()
     }
+
+    /// Hot path: the actions `call` stands for in this version. A direct action is itself; a
+    /// member reference is that member's action; a group reference is its members' actions in
+    /// group order (empty for an empty group). References that do not resolve (impossible in
+    /// a published version, which is checked on write) give an empty slice.
+    #[inline]
+    pub fn resolve<'a>(&'a self, call: &'a ActionCall) -> &'a [ActionCall] {
+        match (call.profile_ref(), self.selector.as_deref()) {
+            (None, _) => std::slice::from_ref(call),
+            (Some(_), None) => &[],
+            (Some(ProfileRef::Member(m)), Some(sel)) => {
+                sel.members.get(&m).map_or(&[], std::slice::from_ref)
+            }
+            (Some(ProfileRef::Group(g)), Some(sel)) => {
+                sel.groups.get(&g).map_or(&[], |g| g.actions.as_slice())
+            }
+        }
+    }
+
+    /// Hot path: the one action `call` yields for a packet whose selector fields hash to
+    /// `hash`: [`Self::resolve`], then the selector mode's pick (FAIR: `hash % members`).
+    /// None for an empty group.
+    #[inline]
+    pub fn select<'a>(&'a self, call: &'a ActionCall, hash: u64) -> Option<&'a ActionCall> {
+        let actions = self.resolve(call);
+        match actions.len() {
+            0 => None,
+            1 => actions.first(),
+            n => {
+                let mode = self.selector_schema.as_deref().map(|s| s.mode);
+                let i = mode.unwrap_or_default().pick(hash, n)?;
+                actions.get(i)
+            }
+        }
+    }
+
+    /// The action selector's declaration, if the table has one.
+    pub fn selector_schema(&self) -> Option<&SelectorSchema> {
+        self.selector_schema.as_deref()
+    }
+
+    /// Action-profile members `(id, action)` in id order (empty without a selector).
+    pub fn members(&self) -> Vec<(u32, ActionCall)> {
+        self.selector
+            .as_deref()
+            .map(|s| s.members.iter().map(|(k, v)| (*k, v.clone())).collect())
+            .unwrap_or_default()
+    }
+
+    /// Selector groups `(id, member ids)` in id order (empty without a selector).
+    pub fn groups(&self) -> Vec<(u32, Vec<u32>)> {
+        self.selector
+            .as_deref()
+            .map(|s| {
+                s.groups
+                    .iter()
+                    .map(|(k, g)| (*k, g.members.clone()))
+                    .collect()
+            })
+            .unwrap_or_default()
+    }
+
+    /// The action of member `id`.
+    pub fn member(&self, id: u32) -> Option<&ActionCall> {
+        self.selector.as_deref()?.members.get(&id)
+    }
+
+    /// The member ids of group `id`.
+    pub fn group(&self, id: u32) -> Option<&[u32]> {
+        Some(
+            self.selector
+                .as_deref()?
+                .groups
+                .get(&id)?
+                .members
+                .as_slice(),
+        )
+    }
 }
 
 /// Writer-only state, guarded by the writer mutex.
@@ -162,6 +243,7 @@ struct WriterState {
 #[derive(Debug)]
 pub struct Table {
     schema: Arc<TableSchema>,
+    selector_schema: Option<Arc<SelectorSchema>>,
     current: ArcSwap<TableVersion>,
     writer: Mutex<WriterState>,
     stats: Arc<TableCounters>,
@@ -173,12 +255,26 @@ struct Work {
     index: Index,
     len: usize,
     next_seq: u64,
+    selector: Option<SelectorState>,
 }
 
 impl Table {
     /// Validates `schema` and creates an empty table (epoch 0).
     pub fn new(schema: TableSchema) -> Result<Table> {
+        Self::build(schema, None)
+    }
+
+    /// A table whose entries refer to groups or members of an action selector (P4
+    /// `implementation = ActionSelector(...)`) instead of naming actions; see
+    /// [`crate::SelectorSchema`]. Members and groups start empty.
+    pub fn with_selector(schema: TableSchema, selector: SelectorSchema) -> Result<Table> {
+        selector.validate(&schema.name)?;
+        Self::build(schema, Some(selector))
+    }
+
+    fn build(schema: TableSchema, selector: Option<SelectorSchema>) -> Result<Table> {
         schema.validate()?;
+        let selector_schema = selector.map(Arc::new);
         let schema = Arc::new(schema);
         let stats = Arc::new(TableCounters::default());
         let v = TableVersion {
@@ -188,9 +284,14 @@ impl Table {
             len: 0,
             schema: Arc::clone(&schema),
             stats: Arc::clone(&stats),
+            selector: selector_schema
+                .as_ref()
+                .map(|_| Arc::new(SelectorState::default())),
+            selector_schema: selector_schema.clone(),
         };
         Ok(Table {
             schema,
+            selector_schema,
             current: ArcSwap::from_pointee(v),
             writer: Mutex::new(WriterState::default()),
             stats,
@@ -246,10 +347,91 @@ impl Table {
         self.commit(ops, true)
     }
 
-    /// Removes every entry (the default action stays).
+    /// Removes every entry (the default action stays; members and groups stay).
     pub fn clear(&self) {
         // Clear cannot fail; ignore the impossible error rather than panic.
         let _ = self.commit(&[Op::Clear], false);
+    }
+
+    /// Removes every entry, then (selector tables) every group, then every member, in one
+    /// publish: the reverse of the order they depend on each other.
+    pub fn clear_all(&self) {
+        let ops: &[Op] = if self.selector_schema.is_some() {
+            &[Op::Clear, Op::ClearGroups, Op::ClearMembers]
+        } else {
+            &[Op::Clear]
+        };
+        // Nothing can refer to what is left once entries, then groups are gone.
+        let _ = self.commit(ops, false);
+    }
+
+    /// The action selector's declaration, if the table has one.
+    pub fn selector_schema(&self) -> Option<&SelectorSchema> {
+        self.selector_schema.as_deref()
+    }
+
+    /// Adds action-profile member `id` (see [`Op::InsertMember`]).
+    pub fn insert_member(&self, id: u32, action: ActionCall) -> Result<()> {
+        self.commit(&[Op::InsertMember { id, action }], false)
+    }
+
+    /// Changes member `id`'s action (see [`Op::ModifyMember`]).
+    pub fn modify_member(&self, id: u32, action: ActionCall) -> Result<()> {
+        self.commit(&[Op::ModifyMember { id, action }], false)
+    }
+
+    /// Removes member `id` (see [`Op::DeleteMember`]).
+    pub fn delete_member(&self, id: u32) -> Result<()> {
+        self.commit(&[Op::DeleteMember(id)], false)
+    }
+
+    /// Adds group `id` (see [`Op::InsertGroup`]).
+    pub fn insert_group(&self, id: u32, members: Vec<u32>) -> Result<()> {
+        self.commit(&[Op::InsertGroup { id, members }], false)
+    }
+
+    /// Replaces group `id`'s members (see [`Op::ModifyGroup`]).
+    pub fn modify_group(&self, id: u32, members: Vec<u32>) -> Result<()> {
+        self.commit(&[Op::ModifyGroup { id, members }], false)
+    }
+
+    /// Removes group `id` (see [`Op::DeleteGroup`]).
+    pub fn delete_group(&self, id: u32) -> Result<()> {
+        self.commit(&[Op::DeleteGroup(id)], false)
+    }
+
+    /// Members `(id, action)` of the current version, in id order.
+    pub fn members(&self) -> Vec<(u32, ActionCall)> {
+        self.current.load().members()
+    }
+
+    /// Groups `(id, member ids)` of the current version, in id order.
+    pub fn groups(&self) -> Vec<(u32, Vec<u32>)> {
+        self.current.load().groups()
+    }
+
+    /// Checks an entry for this table: key and direct action against the schema, or, for a
+    /// selector table, a group/member reference (whether it resolves is checked on write).
+    /// Returns it with its key in canonical form.
+    pub fn check_spec(&self, e: &EntrySpec) -> Result<EntrySpec> {
+        let s = &*self.schema;
+        match (e.action.profile_ref(), self.selector_schema.is_some()) {
+            (None, false) => s.check_entry(e),
+            (Some(_), true) => Ok(EntrySpec {
+                key: s.canonical_key(&e.key)?,
+                priority: e.priority,
+                action: e.action.clone(),
+            }),
+            (Some(_), false) => Err(TableError::NotASelector {
+                table: s.name.clone(),
+            }),
+            (None, true) => Err(TableError::SelectorNeedsRef {
+                table: s.name.clone(),
+                action: s
+                    .action(e.action.action)
+                    .map_or_else(|| format!("#{}", e.action.action.0), |a| a.name.clone()),
+            }),
+        }
     }
 
     /// Number of entries in the current version.
@@ -328,6 +510,7 @@ impl Table {
             index: cur.index.clone(),
             len: cur.len,
             next_seq: w.next_seq,
+            selector: cur.selector.as_deref().cloned(),
         };
         for (i, op) in ops.iter().enumerate() {
             if let Err(e) = self.apply_one(&mut work, op) {
@@ -356,6 +539,8 @@ impl Table {
             index: work.index,
             len: work.len,
             stats: Arc::clone(&self.stats),
+            selector: work.selector.map(Arc::new),
+            selector_schema: self.selector_schema.clone(),
         };
         tracing::debug!(table = %self.schema.name, epoch = next.epoch, ops = ops.len(), entries = next.len, "table published");
         self.current.store(Arc::new(next));
@@ -367,7 +552,8 @@ impl Table {
         let s = &*self.schema;
         match op {
             Op::Insert(spec) => {
-                let spec = s.check_entry(spec)?;
+                let spec = self.check_spec(spec)?;
+                self.check_ref(w, &spec.action)?;
                 if w.index.get(&spec.key).is_some() {
                     return Err(TableError::DuplicateKey {
                         table: s.name.clone(),
@@ -390,7 +576,8 @@ impl Table {
                 w.len += 1;
             }
             Op::Modify(spec) => {
-                let spec = s.check_entry(spec)?;
+                let spec = self.check_spec(spec)?;
+                self.check_ref(w, &spec.action)?;
                 let old = w
                     .index
                     .get(&spec.key)
@@ -428,7 +615,172 @@ impl Table {
                 w.index.clear();
                 w.len = 0;
             }
+            _ => self.apply_selector_op(w, op)?,
         }
         Ok(())
+    }
+
+    /// Fails unless the group or member `call` refers to (if any) exists in `w`.
+    fn check_ref(&self, w: &Work, call: &ActionCall) -> Result<()> {
+        let table = || self.schema.name.clone();
+        let (Some(r), Some(sel)) = (call.profile_ref(), w.selector.as_ref()) else {
+            return Ok(());
+        };
+        match r {
+            ProfileRef::Group(group) if !sel.groups.contains_key(&group) => {
+                Err(TableError::NoSuchGroup {
+                    table: table(),
+                    group,
+                })
+            }
+            ProfileRef::Member(member) if !sel.members.contains_key(&member) => {
+                Err(TableError::NoSuchMember {
+                    table: table(),
+                    member,
+                })
+            }
+            _ => Ok(()),
+        }
+    }
+
+    /// Key of the first entry of `w` whose target is `r`, for "still in use" errors.
+    fn entry_using(&self, w: &Work, r: ProfileRef) -> Option<String> {
+        let mut found = None;
+        w.index.for_each(|e| {
+            if found.is_none() && e.spec.action.profile_ref() == Some(r) {
+                found = Some(self.schema.format_key(&e.spec.key));
+            }
+        });
+        found
+    }
+
+    fn apply_selector_op(&self, w: &mut Work, op: &Op) -> Result<()> {
+        let name = &self.schema.name;
+        let table = || name.clone();
+        let (Some(sch), Some(mut sel)) = (self.selector_schema.as_deref(), w.selector.take())
+        else {
+            return Err(TableError::NotASelector { table: table() });
+        };
+        let res = (|| -> Result<()> {
+            match op {
+                Op::InsertMember { id, action } | Op::ModifyMember { id, action } => {
+                    let insert = matches!(op, Op::InsertMember { .. });
+                    // A member runs a direct action of the table (never another reference).
+                    self.schema.check_action(action)?;
+                    let exists = sel.members.contains_key(id);
+                    if insert && exists {
+                        return Err(TableError::DuplicateMember {
+                            table: table(),
+                            member: *id,
+                        });
+                    }
+                    if !insert && !exists {
+                        return Err(TableError::NoSuchMember {
+                            table: table(),
+                            member: *id,
+                        });
+                    }
+                    if insert && sel.members.len() >= sch.size {
+                        return Err(TableError::ProfileFull {
+                            table: table(),
+                            size: sch.size,
+                        });
+                    }
+                    sel.members.insert(*id, action.clone());
+                    sel.refresh_member(*id);
+                }
+                Op::DeleteMember(id) => {
+                    if !sel.members.contains_key(id) {
+                        return Err(TableError::NoSuchMember {
+                            table: table(),
+                            member: *id,
+                        });
+                    }
+                    self.check_member_unused(w, &sel, *id)?;
+                    sel.members.remove(id);
+                }
+                Op::InsertGroup { id, members } | Op::ModifyGroup { id, members } => {
+                    let insert = matches!(op, Op::InsertGroup { .. });
+                    let exists = sel.groups.contains_key(id);
+                    if insert && exists {
+                        return Err(TableError::DuplicateGroup {
+                            table: table(),
+                            group: *id,
+                        });
+                    }
+                    if !insert && !exists {
+                        return Err(TableError::NoSuchGroup {
+                            table: table(),
+                            group: *id,
+                        });
+                    }
+                    if insert && sel.groups.len() >= sch.max_groups {
+                        return Err(TableError::TooManyGroups {
+                            table: table(),
+                            max: sch.max_groups,
+                        });
+                    }
+                    let g = sel.build_group(name, sch, *id, members)?;
+                    sel.groups.insert(*id, g);
+                }
+                Op::DeleteGroup(id) => {
+                    if !sel.groups.contains_key(id) {
+                        return Err(TableError::NoSuchGroup {
+                            table: table(),
+                            group: *id,
+                        });
+                    }
+                    if let Some(entry) = self.entry_using(w, ProfileRef::Group(*id)) {
+                        return Err(TableError::GroupInUse {
+                            table: table(),
+                            group: *id,
+                            entry,
+                        });
+                    }
+                    sel.groups.remove(id);
+                }
+                Op::ClearGroups => {
+                    for id in sel.groups.keys() {
+                        if let Some(entry) = self.entry_using(w, ProfileRef::Group(*id)) {
+                            return Err(TableError::GroupInUse {
+                                table: table(),
+                                group: *id,
+                                entry,
+                            });
+                        }
+                    }
+                    sel.groups.clear();
+                }
+                Op::ClearMembers => {
+                    for id in sel.members.keys() {
+                        self.check_member_unused(w, &sel, *id)?;
+                    }
+                    sel.members.clear();
+                }
+                // Entry ops are handled by `apply_one`.
+                Op::Insert(_) | Op::Modify(_) | Op::Delete(_) | Op::SetDefault(_) | Op::Clear => {}
+            }
+            Ok(())
+        })();
+        // On error the batch is abandoned anyway; put the state back either way.
+        w.selector = Some(sel);
+        res
+    }
+
+    fn check_member_unused(&self, w: &Work, sel: &SelectorState, member: u32) -> Result<()> {
+        let user = match sel.group_of(member) {
+            Some(g) => Some(format!("group {g}")),
+            None => self
+                .entry_using(w, ProfileRef::Member(member))
+                .map(|k| format!("entry {k}")),
+        };
+        match user {
+            Some(user) => Err(TableError::MemberInUse {
+                table: self.schema.name.clone(),
+                member,
+                user,
+            }),
+            None => Ok(()),
+        }
     }
 }

@@ -991,3 +991,495 @@ proptest! {
         }
     }
 }
+
+// ----- action selectors ---------------------------------------------------------------------
+
+const REWRITE: ActionId = ActionId(0);
+
+/// node_selector-like: exact dst, action `set_rewrite_dst(new_dst:32)`, selector 4/2/8.
+fn selector_table() -> Table {
+    Table::with_selector(
+        TableSchema {
+            name: "node_selector".into(),
+            keys: vec![KeyField::exact("dst", 32)],
+            actions: vec![
+                ActionSchema::new("set_rewrite_dst", vec![ParamSchema::new("new_dst", 32)]),
+                ActionSchema::new("NoAction", vec![]),
+            ],
+            default_action: ActionCall::new(ActionId(1), []),
+            const_default: true,
+            size: 16,
+        },
+        SelectorSchema {
+            fields: vec!["src".into(), "dst".into()],
+            hash: "crc16".into(),
+            mode: SelectorMode::Fair,
+            size: 8,
+            max_groups: 2,
+            max_group_size: 4,
+        },
+    )
+    .unwrap()
+}
+
+fn rw(last: u8) -> ActionCall {
+    ActionCall::new(
+        REWRITE,
+        [u128::from(u32::from(std::net::Ipv4Addr::new(
+            10, 0, 0, last,
+        )))],
+    )
+}
+
+fn to_group(dst: u128, group: u32) -> EntrySpec {
+    EntrySpec {
+        key: vec![FieldMatch::Exact(dst)],
+        priority: 0,
+        action: ActionCall::group(group),
+    }
+}
+
+/// The action chosen for `dst` with `hash`.
+fn chosen(t: &Table, dst: u128, hash: u64) -> Option<ActionCall> {
+    let v = t.snapshot();
+    let e = v.lookup(&[dst])?;
+    v.select(e.action(), hash).cloned()
+}
+
+#[test]
+fn selector_group_resolves_and_fair_pick_is_hash_mod_members() {
+    let t = selector_table();
+    t.apply(&[
+        Op::InsertMember {
+            id: 1,
+            action: rw(1),
+        },
+        Op::InsertMember {
+            id: 2,
+            action: rw(2),
+        },
+        Op::InsertMember {
+            id: 3,
+            action: rw(3),
+        },
+        Op::InsertGroup {
+            id: 7,
+            members: vec![3, 1, 2],
+        },
+        Op::Insert(to_group(5, 7)),
+    ])
+    .unwrap();
+    let v = t.snapshot();
+    let e = v.lookup(&[5]).unwrap();
+    assert_eq!(e.action().profile_ref(), Some(ProfileRef::Group(7)));
+    assert_eq!(v.resolve(e.action()), &[rw(3), rw(1), rw(2)], "group order");
+    for h in 0..9u64 {
+        let want = [rw(3), rw(1), rw(2)][(h % 3) as usize].clone();
+        assert_eq!(v.select(e.action(), h), Some(&want), "hash {h}");
+    }
+    // A direct call resolves to itself; a member reference to that member.
+    assert_eq!(v.resolve(&rw(9)), &[rw(9)]);
+    assert_eq!(v.resolve(&ActionCall::member(2)), &[rw(2)]);
+    assert_eq!(v.resolve(&ActionCall::member(99)), &[] as &[ActionCall]);
+    assert_eq!(v.members().len(), 3);
+    assert_eq!(v.groups(), vec![(7, vec![3, 1, 2])]);
+    assert_eq!(v.group(7), Some(&[3u32, 1, 2][..]));
+    assert_eq!(v.member(1), Some(&rw(1)));
+    // Entries may also point at a single member.
+    t.insert(EntrySpec {
+        key: vec![FieldMatch::Exact(6)],
+        priority: 0,
+        action: ActionCall::member(2),
+    })
+    .unwrap();
+    assert_eq!(chosen(&t, 6, 12345), Some(rw(2)));
+    // An empty group selects nothing.
+    t.modify_group(7, vec![]).unwrap();
+    assert_eq!(chosen(&t, 5, 1), None);
+}
+
+#[test]
+fn selector_member_modify_is_seen_through_groups_in_one_publish() {
+    let t = selector_table();
+    t.apply(&[
+        Op::InsertMember {
+            id: 1,
+            action: rw(1),
+        },
+        Op::InsertMember {
+            id: 2,
+            action: rw(2),
+        },
+        Op::InsertGroup {
+            id: 1,
+            members: vec![1, 2],
+        },
+        Op::Insert(to_group(5, 1)),
+    ])
+    .unwrap();
+    let old = t.snapshot();
+    let epoch = t.version();
+    t.modify_member(2, rw(22)).unwrap();
+    assert_eq!(t.version(), epoch + 1, "one publish");
+    assert_eq!(chosen(&t, 5, 1), Some(rw(22)));
+    assert_eq!(chosen(&t, 5, 0), Some(rw(1)));
+    // A reader holding the old version keeps the old member action.
+    let e = old.lookup(&[5]).unwrap();
+    assert_eq!(old.select(e.action(), 1), Some(&rw(2)));
+}
+
+#[test]
+fn selector_errors_are_precise() {
+    let t = selector_table();
+    t.insert_member(1, rw(1)).unwrap();
+    let e = t.insert_member(1, rw(2)).unwrap_err();
+    assert!(
+        matches!(e, TableError::DuplicateMember { member: 1, .. }),
+        "{e}"
+    );
+    assert!(e.is_conflict());
+    let e = t.modify_member(9, rw(2)).unwrap_err();
+    assert!(
+        matches!(e, TableError::NoSuchMember { member: 9, .. }),
+        "{e}"
+    );
+    assert!(e.is_not_found());
+    // Member actions are checked against the schema.
+    let e = t
+        .insert_member(2, ActionCall::new(REWRITE, [1u128 << 32]))
+        .unwrap_err();
+    assert!(matches!(e, TableError::ParamTooWide { .. }), "{e}");
+    let e = t.insert_member(2, ActionCall::group(1)).unwrap_err();
+    assert!(matches!(e, TableError::UnknownActionId { .. }), "{e}");
+    // Groups: unknown member, duplicates, size.
+    let e = t.insert_group(1, vec![1, 4]).unwrap_err();
+    assert!(
+        matches!(e, TableError::NoSuchMember { member: 4, .. }),
+        "{e}"
+    );
+    let e = t.insert_group(1, vec![1, 1]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TableError::DuplicateGroupMember {
+                group: 1,
+                member: 1,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    for id in 2..=6 {
+        t.insert_member(id, rw(id as u8)).unwrap();
+    }
+    let e = t.insert_group(1, vec![1, 2, 3, 4, 5]).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            TableError::GroupTooLarge {
+                size: 5,
+                max: 4,
+                ..
+            }
+        ),
+        "{e}"
+    );
+    assert!(e.to_string().contains("max group size is 4"), "{e}");
+    t.insert_group(1, vec![1, 2, 3, 4]).unwrap();
+    t.insert_group(2, vec![]).unwrap();
+    let e = t.insert_group(3, vec![]).unwrap_err();
+    assert!(matches!(e, TableError::TooManyGroups { max: 2, .. }), "{e}");
+    let e = t.insert_group(2, vec![]).unwrap_err();
+    assert!(
+        matches!(e, TableError::DuplicateGroup { group: 2, .. }),
+        "{e}"
+    );
+    let e = t.modify_group(3, vec![]).unwrap_err();
+    assert!(matches!(e, TableError::NoSuchGroup { group: 3, .. }), "{e}");
+    // Profile size 8.
+    t.insert_member(7, rw(7)).unwrap();
+    t.insert_member(8, rw(8)).unwrap();
+    let e = t.insert_member(9, rw(9)).unwrap_err();
+    assert!(matches!(e, TableError::ProfileFull { size: 8, .. }), "{e}");
+    // Entries: direct actions refused, references must resolve.
+    let e = t
+        .insert(EntrySpec {
+            key: vec![FieldMatch::Exact(5)],
+            priority: 0,
+            action: rw(1),
+        })
+        .unwrap_err();
+    assert!(
+        matches!(e, TableError::SelectorNeedsRef { ref action, .. } if action == "set_rewrite_dst"),
+        "{e}"
+    );
+    let e = t.insert(to_group(5, 3)).unwrap_err();
+    assert!(matches!(e, TableError::NoSuchGroup { group: 3, .. }), "{e}");
+    t.insert(to_group(5, 1)).unwrap();
+    // Still referenced: member by group, group by entry.
+    let e = t.delete_member(2).unwrap_err();
+    assert!(
+        matches!(e, TableError::MemberInUse { member: 2, ref user, .. } if user == "group 1"),
+        "{e}"
+    );
+    let e = t.delete_group(1).unwrap_err();
+    assert!(matches!(e, TableError::GroupInUse { group: 1, .. }), "{e}");
+    assert!(e.to_string().contains("dst=0.0.0.5"), "{e}");
+    t.insert(EntrySpec {
+        key: vec![FieldMatch::Exact(6)],
+        priority: 0,
+        action: ActionCall::member(8),
+    })
+    .unwrap();
+    let e = t.delete_member(8).unwrap_err();
+    assert!(
+        matches!(e, TableError::MemberInUse { member: 8, .. }),
+        "{e}"
+    );
+    assert!(e.to_string().contains("entry {dst=0.0.0.6}"), "{e}");
+    // Groups and members are refused on a table without a selector, and so are references.
+    let plain = exact_table(4);
+    let e = plain.insert_member(1, fwd(1)).unwrap_err();
+    assert!(matches!(e, TableError::NotASelector { .. }), "{e}");
+    let e = plain
+        .insert(EntrySpec {
+            key: vec![FieldMatch::Exact(1), FieldMatch::Exact(1)],
+            priority: 0,
+            action: ActionCall::group(1),
+        })
+        .unwrap_err();
+    assert!(matches!(e, TableError::NotASelector { .. }), "{e}");
+    // Bad declarations.
+    let e = Table::with_selector(
+        schema("x", vec![KeyField::exact("k", 8)], 4),
+        SelectorSchema {
+            fields: vec![],
+            hash: "crc16".into(),
+            mode: SelectorMode::Fair,
+            size: 4,
+            max_groups: 0,
+            max_group_size: 4,
+        },
+    )
+    .unwrap_err();
+    assert!(matches!(e, TableError::BadSelector { .. }), "{e}");
+}
+
+#[test]
+fn selector_batches_are_atomic_and_clear_all_goes_in_reverse_order() {
+    let t = selector_table();
+    t.apply(&[
+        Op::InsertMember {
+            id: 1,
+            action: rw(1),
+        },
+        Op::InsertGroup {
+            id: 1,
+            members: vec![1],
+        },
+        Op::Insert(to_group(5, 1)),
+    ])
+    .unwrap();
+    let epoch = t.version();
+    // Fails at op 3 (group 9 does not exist): nothing of ops 0..3 is visible.
+    let e = t
+        .apply(&[
+            Op::InsertMember {
+                id: 2,
+                action: rw(2),
+            },
+            Op::ModifyGroup {
+                id: 1,
+                members: vec![2],
+            },
+            Op::ModifyMember {
+                id: 1,
+                action: rw(11),
+            },
+            Op::Insert(to_group(6, 9)),
+        ])
+        .unwrap_err();
+    assert!(matches!(e, TableError::Batch { index: 3, .. }), "{e}");
+    assert!(e.is_not_found());
+    assert_eq!(t.version(), epoch);
+    assert_eq!(t.members(), vec![(1, rw(1))]);
+    assert_eq!(t.groups(), vec![(1, vec![1])]);
+    assert_eq!(chosen(&t, 5, 3), Some(rw(1)));
+    // Groups cannot be cleared while an entry uses one; clear_all removes everything.
+    let e = t.apply(&[Op::ClearGroups]).unwrap_err();
+    assert!(
+        matches!(*e_source(&e), TableError::GroupInUse { .. }),
+        "{e}"
+    );
+    let e = t.apply(&[Op::Clear, Op::ClearMembers]).unwrap_err();
+    assert!(
+        matches!(*e_source(&e), TableError::MemberInUse { .. }),
+        "{e}"
+    );
+    assert_eq!(t.len(), 1, "the failed batch cleared nothing");
+    t.clear_all();
+    assert!(t.is_empty() && t.members().is_empty() && t.groups().is_empty());
+    // Plain clear keeps members and groups.
+    t.apply(&[
+        Op::InsertMember {
+            id: 1,
+            action: rw(1),
+        },
+        Op::InsertGroup {
+            id: 1,
+            members: vec![1],
+        },
+        Op::Insert(to_group(5, 1)),
+    ])
+    .unwrap();
+    t.clear();
+    assert!(t.is_empty());
+    assert_eq!(t.groups(), vec![(1, vec![1])]);
+}
+
+fn e_source(e: &TableError) -> &TableError {
+    match e {
+        TableError::Batch { source, .. } => source,
+        other => other,
+    }
+}
+
+#[test]
+fn selector_concurrent_readers_always_resolve() {
+    // A writer keeps swapping the group's members; readers must never see an entry whose
+    // group lacks members or a member id that does not resolve.
+    let t = Arc::new(selector_table());
+    t.apply(&[
+        Op::InsertMember {
+            id: 1,
+            action: rw(1),
+        },
+        Op::InsertMember {
+            id: 2,
+            action: rw(2),
+        },
+        Op::InsertGroup {
+            id: 1,
+            members: vec![1],
+        },
+        Op::Insert(to_group(5, 1)),
+    ])
+    .unwrap();
+    let stop = Arc::new(AtomicBool::new(false));
+    let readers: Vec<_> = (0..2)
+        .map(|_| {
+            let (t, stop) = (Arc::clone(&t), Arc::clone(&stop));
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                // At least some lookups even if the writer is done before this thread starts.
+                while n < 1000 || !stop.load(Ordering::Relaxed) {
+                    let v = t.snapshot();
+                    let e = v.lookup(&[5]).expect("entry always present");
+                    let a = v.select(e.action(), n).expect("group never empty");
+                    assert!(*a == rw(1) || *a == rw(2) || *a == rw(3), "{a:?}");
+                    n += 1;
+                }
+                n
+            })
+        })
+        .collect();
+    for i in 0..2000u32 {
+        let ops = if i % 2 == 0 {
+            vec![
+                Op::InsertMember {
+                    id: 3,
+                    action: rw(3),
+                },
+                Op::ModifyGroup {
+                    id: 1,
+                    members: vec![2, 3],
+                },
+                Op::DeleteMember(1),
+            ]
+        } else {
+            vec![
+                Op::InsertMember {
+                    id: 1,
+                    action: rw(1),
+                },
+                Op::ModifyGroup {
+                    id: 1,
+                    members: vec![1],
+                },
+                Op::DeleteMember(3),
+            ]
+        };
+        t.apply(&ops).unwrap();
+    }
+    stop.store(true, Ordering::Relaxed);
+    for r in readers {
+        assert!(r.join().unwrap() >= 1000);
+    }
+}
+
+#[test]
+fn selector_json_edge() {
+    let t = selector_table();
+    let m: MemberJson = serde_json::from_value(
+        json!({"id": 1, "action": "set_rewrite_dst", "params": {"new_dst": "10.0.0.1"}}),
+    )
+    .unwrap();
+    let (id, a) = t.member_from_json(&m).unwrap();
+    assert_eq!((id, a.clone()), (1, rw(1)));
+    assert_eq!(t.member_to_json(1, &a), m);
+    t.insert_member(1, a).unwrap();
+    let g: GroupJson = serde_json::from_value(json!({"id": 1, "members": [1]})).unwrap();
+    t.insert_group(g.id, g.members).unwrap();
+    // Wire form of a group entry: `group` instead of action/params.
+    let e = ej(json!({"key": {"dst": "0.0.0.5"}, "group": 1}));
+    assert_eq!(e.profile_ref(), Some(ProfileRef::Group(1)));
+    let spec = t.entry_from_json(&e).unwrap();
+    assert_eq!(spec, to_group(5, 1));
+    t.insert(spec.clone()).unwrap();
+    let back = serde_json::to_value(t.entry_to_json(&spec)).unwrap();
+    assert_eq!(
+        back,
+        json!({"key": {"dst": "0.0.0.5"}, "group": 1, "priority": 0})
+    );
+    let m = ej(json!({"key": {"dst": "0.0.0.6"}, "member": 1}));
+    assert_eq!(t.entry_from_json(&m).unwrap().action, ActionCall::member(1));
+    assert_eq!(
+        EntryJson::group(Map::new(), 3).profile_ref(),
+        Some(ProfileRef::Group(3))
+    );
+    // Direct entries still serialize with action and params.
+    let d = serde_json::to_value(ej(json!({"key": {}, "action": "x"}))).unwrap();
+    assert_eq!(
+        d,
+        json!({"key": {}, "action": "x", "params": {}, "priority": 0})
+    );
+    // Wire errors.
+    let bad = |v: Value| {
+        serde_json::from_value::<EntryJson>(v)
+            .unwrap_err()
+            .to_string()
+    };
+    assert!(bad(json!({"key": {}})).contains("missing field `action`"));
+    assert!(bad(json!({"key": {}, "action": "a", "group": 1})).contains("exactly one of"));
+    assert!(bad(json!({"key": {}, "group": 1, "params": {"a": 1}})).contains("`params`"));
+    // A direct action on the selector table, a group on a plain table.
+    let e = t
+        .entry_from_json(&ej(
+            json!({"key": {"dst": "0.0.0.7"}, "action": "NoAction"}),
+        ))
+        .unwrap_err();
+    assert!(matches!(e, TableError::SelectorNeedsRef { .. }), "{e}");
+    let e = exact_table(4)
+        .entry_from_json(&ej(json!({"key": {"dst_mac": 1, "vlan": 1}, "group": 1})))
+        .unwrap_err();
+    assert!(matches!(e, TableError::NotASelector { .. }), "{e}");
+    let e = exact_table(4).member_from_json(&MemberJson {
+        id: 1,
+        action: "drop".into(),
+        params: Map::new(),
+    });
+    assert!(matches!(e, Err(TableError::NotASelector { .. })));
+    // TOML, as in a config file.
+    let e: EntryJson = toml::from_str("key = { dst = \"0.0.0.5\" }\ngroup = 1\n").unwrap();
+    assert_eq!(t.entry_from_json(&e).unwrap(), to_group(5, 1));
+}

@@ -7,11 +7,28 @@
 //! | `/addForward`      | `dst_addr`, `port`, `dst_mac?`         | insert `forward` + `arp_forward`        |
 //! | `/updateForward`   | `ipv4`, `sw_port`, `dst_mac?`          | modify `forward` + `arp_forward`        |
 //! | `/addArpForward`   | `target_ip`, `port`                    | insert `arp_forward` only               |
+//! | `/migrateNode`     | `old_ipv4`, `new_ipv4`                 | re-point the LB member (see below)      |
+//! | `/deleteClientSnat`|                                        | delete `client_snat[service_port]`      |
 //! | `/cleanup`         |                                        | empty every table                       |
 //! | `/reinitialize`    |                                        | empty, then install the config entries  |
-//! | `/migrateNode`, `/deleteClientSnat` | (load balancer mode)  | 501: no load-balancer stage yet         |
 //!
-//! Success is 200 `{"status":"success"}` (plus `"message"` for cleanup and reinitialize).
+//! Success is 200 `{"status":"success"}` (plus `"message"` for cleanup, reinitialize and
+//! deleteClientSnat).
+//!
+//! `/migrateNode` (VIP mode): the `node_selector` member whose action is
+//! `set_rewrite_dst(old_ipv4)` becomes `set_rewrite_dst(new_ipv4)`. If `forward` has no entry
+//! for `new_ipv4`, `forward` (`set_egress_port`, on `old_ipv4`'s forward port) and, if absent,
+//! `arp_forward` entries for it are inserted first, so no rewritten packet meets a missing
+//! route; all of it is rolled back if a later step fails. Equal addresses: a no-op (200).
+//! An `old_ipv4` that no member rewrites to, or that has no `forward` entry when one is
+//! needed, is 400 naming `old_ipv4`.
+//!
+//! `/deleteClientSnat` deletes the `client_snat` entry keyed by the load balancer's
+//! `service_port` (`[stage.load_balancer] service_port`, 8080 by default). When there is no
+//! such entry it still answers 200 success, with a message saying nothing was deleted: the
+//! endpoint is idempotent, so a script may call it after every `/reinitialize`.
+//! Both answer 501 on a switch whose pipeline has no `load_balancer` stage.
+//! `/cleanup` removes each table's entries, then selector groups, then members.
 //! Every client mistake is 400 `{"error": ...}` as upstream; absent members give
 //! `"Missing parameters: a, b"`. Ports may be numbers or numeric strings (Flask scripts send
 //! both). Unlike upstream, a two-table write that fails half way is rolled back, so the
@@ -23,9 +40,10 @@ use axum::Router;
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::routing::post;
+use dataplane::stages::load_balancer::{self, LoadBalancerConfig};
 use dataplane::stages::{arp_forward, forward};
 use serde_json::{Map, Value, json};
-use tables::{EntryJson, EntrySpec, Table};
+use tables::{ActionCall, EntryJson, EntrySpec, FieldMatch, Table};
 
 use crate::error::{AppError, AppJson};
 use crate::state::AppState;
@@ -284,13 +302,20 @@ async fn add_arp_forward(State(st): State<AppState>, body: Bytes) -> CompatResul
 
 async fn cleanup(State(st): State<AppState>) -> CompatResult {
     let _g = st.lock_multi_write();
-    let n: usize = st.switch.tables.iter().map(|(_, t)| t.len()).sum();
+    let (mut n, mut groups, mut members) = (0, 0, 0);
+    for (_, t) in st.switch.tables.iter() {
+        let v = t.snapshot();
+        n += v.len();
+        groups += v.groups().len();
+        members += v.members().len();
+    }
     st.switch.clear_tables();
-    tracing::info!(removed = n, "cleanup");
+    tracing::info!(removed = n, groups, members, "cleanup");
     Ok(AppJson(json!({
         "status": "success",
         "message": format!(
-            "Cleanup completed: removed {n} entries from {} tables",
+            "Cleanup completed: removed {n} entries, {groups} selector groups and {members} \
+             members from {} tables",
             st.switch.tables.len()
         ),
     })))
@@ -311,17 +336,134 @@ async fn reinitialize(State(st): State<AppState>) -> CompatResult {
     })))
 }
 
-async fn migrate_node() -> CompatResult {
-    Err(AppError::Unsupported(
-        "/migrateNode needs the load-balancer tables (node_selector), which this switch's \
-         pipeline does not have; use /updateForward for same-IP migration"
-            .into(),
-    ))
+/// A load-balancer table, or 501 naming it when the pipeline has no `load_balancer` stage.
+fn lb_table<'a>(st: &'a AppState, table: &str, endpoint: &str) -> Result<&'a Table, AppError> {
+    st.switch
+        .tables
+        .get(table)
+        .map(|t| t.as_ref())
+        .map_err(|_| {
+            AppError::Unsupported(format!(
+                "{endpoint} needs the load-balancer table '{table}', which this switch's \
+                 pipeline does not have (add the '{}' stage)",
+                load_balancer::STAGE
+            ))
+        })
 }
 
-async fn delete_client_snat() -> CompatResult {
-    Err(AppError::Unsupported(
-        "/deleteClientSnat needs the client_snat table, which this switch's pipeline does not have"
-            .into(),
-    ))
+fn ip_value(ip: Ipv4Addr) -> u128 {
+    u128::from(u32::from(ip))
+}
+
+async fn migrate_node(State(st): State<AppState>, body: Bytes) -> CompatResult {
+    let body = body_object(&body)?;
+    require(&body, &["old_ipv4", "new_ipv4"])?;
+    let old = ipv4_field(&body, "old_ipv4")?;
+    let new = ipv4_field(&body, "new_ipv4")?;
+    let ns = lb_table(&st, load_balancer::NODE_SELECTOR, "/migrateNode")?;
+    if old == new {
+        tracing::info!(%old, "migrateNode: same address, nothing to do");
+        return Ok(success());
+    }
+    let _g = st.lock_multi_write();
+    let rewrite = ns
+        .schema()
+        .action_id(load_balancer::SET_REWRITE_DST)
+        .ok_or_else(|| AppError::Internal("node_selector lacks set_rewrite_dst".into()))?;
+    let members = ns.members();
+    let Some((member, old_action)) = members
+        .iter()
+        .find(|(_, a)| a.action == rewrite && a.param(0) == ip_value(old))
+        .cloned()
+    else {
+        let known: Vec<String> = members
+            .iter()
+            .filter(|(_, a)| a.action == rewrite)
+            .map(|(_, a)| tables::format_value(32, a.param(0)))
+            .collect();
+        return Err(AppError::BadRequest(format!(
+            "old_ipv4: no {} member rewrites to {old} (load-balanced nodes: {})",
+            load_balancer::NODE_SELECTOR,
+            if known.is_empty() {
+                "none".into()
+            } else {
+                known.join(", ")
+            }
+        )));
+    };
+    // Routes for the new node first, so no packet rewritten to it meets a missing entry.
+    let mut added: Vec<(&Table, EntrySpec)> = Vec::new();
+    let (fwd, new_fwd_key) = prepare(&st, forward::TABLE, &forward_entry(new, 0, None))
+        .map(|(t, spec)| (t, spec.key))
+        .map_err(compat_err)?;
+    if fwd.get(&new_fwd_key).is_err() {
+        let (_, old_key) =
+            prepare(&st, forward::TABLE, &forward_entry(old, 0, None)).map_err(compat_err)?;
+        let old_entry = fwd.get(&old_key.key).map_err(|_| {
+            AppError::BadRequest(format!(
+                "old_ipv4: no {} entry for {old} to take the port for {new} from",
+                forward::TABLE
+            ))
+        })?;
+        let port = u16::try_from(old_entry.action().param(0)).unwrap_or(u16::MAX);
+        let (_, fspec) =
+            prepare(&st, forward::TABLE, &forward_entry(new, port, None)).map_err(compat_err)?;
+        let (arp, aspec) =
+            prepare(&st, arp_forward::TABLE, &arp_entry(new, port)).map_err(compat_err)?;
+        fwd.insert(fspec.clone()).map_err(compat_err)?;
+        added.push((fwd, fspec));
+        if arp.get(&aspec.key).is_err() {
+            if let Err(e) = arp.insert(aspec.clone()) {
+                return Err(roll_back(&added, e.into(), new));
+            }
+            added.push((arp, aspec));
+        }
+        tracing::info!(%new, port, "migrateNode: added forward entries for the new node");
+    }
+    let new_action = ActionCall::new(rewrite, [ip_value(new)]);
+    if let Err(e) = ns.modify_member(member, new_action) {
+        return Err(roll_back(&added, e.into(), new));
+    }
+    tracing::info!(%old, %new, member, was = ?old_action, "migrateNode");
+    Ok(success())
+}
+
+/// Deletes the entries `added` (newest first) after `err`; the answer says whether that
+/// restored the previous state.
+fn roll_back(added: &[(&Table, EntrySpec)], err: AppError, new: Ipv4Addr) -> AppError {
+    let mut failed = Vec::new();
+    for (t, spec) in added.iter().rev() {
+        if let Err(e) = t.delete(&spec.key) {
+            failed.push(format!("{}: {e}", t.name()));
+        }
+    }
+    if failed.is_empty() {
+        err.into_compat()
+            .context("migrateNode failed; the entries added for the new node were rolled back")
+    } else {
+        AppError::Partial(format!(
+            "migrateNode failed ({err}); removing the entries added for {new} also failed: {}",
+            failed.join("; ")
+        ))
+    }
+}
+
+async fn delete_client_snat(State(st): State<AppState>) -> CompatResult {
+    let snat = lb_table(&st, load_balancer::CLIENT_SNAT, "/deleteClientSnat")?;
+    let port = LoadBalancerConfig::of_switch(&st.switch).service_port;
+    let key = [FieldMatch::Exact(u128::from(port))];
+    let _g = st.lock_multi_write();
+    let message = match snat.get(&key) {
+        Ok(old) => {
+            snat.delete(&key).map_err(compat_err)?;
+            let to = tables::format_value(32, old.action().param(0));
+            tracing::info!(port, was = %to, "deleteClientSnat");
+            format!("Deleted client_snat entry for service port {port} (source rewrite to {to})")
+        }
+        Err(_) => {
+            tracing::info!(port, "deleteClientSnat: no entry");
+            format!("No client_snat entry for service port {port}; nothing to delete")
+        }
+    };
+    Ok(AppJson(json!({"status": "success", "message": message})))
 }

@@ -2,3 +2,4 @@
 
 pub mod arp_forward;
 pub mod forward;
+pub mod load_balancer;

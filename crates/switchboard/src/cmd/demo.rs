@@ -252,7 +252,10 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         return super::demo_migration::run(&a);
     }
     if a.which != "p4containerflow" {
-        bail!("unknown demo '{}' (known: p4containerflow, migration)", a.which);
+        bail!(
+            "unknown demo '{}' (known: p4containerflow, migration)",
+            a.which
+        );
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {

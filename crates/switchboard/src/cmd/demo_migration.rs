@@ -148,7 +148,9 @@ fn spawn_in(lab: &Lab, node: &str, args: &[String], log: &Path) -> anyhow::Resul
         .stdin(Stdio::null())
         .stdout(f.try_clone()?)
         .stderr(f);
-    let child = cmd.spawn().with_context(|| format!("starting {}", args[0]))?;
+    let child = cmd
+        .spawn()
+        .with_context(|| format!("starting {}", args[0]))?;
     Ok(lab.adopt(child, &format!("{node}: {}", args.join(" ")))?)
 }
 
@@ -160,7 +162,10 @@ fn interrupt_and_wait(pid: u32, timeout: Duration) {
     while Instant::now() < deadline {
         // Zombie or gone: /proc/<pid>/stat state 'Z' or missing.
         let st = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-        let state = st.rsplit(')').next().and_then(|s| s.split_whitespace().next());
+        let state = st
+            .rsplit(')')
+            .next()
+            .and_then(|s| s.split_whitespace().next());
         if st.is_empty() || state == Some("Z") {
             return;
         }
@@ -198,7 +203,10 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     );
     println!("  results in {}", out.display());
 
-    let sw = topo.switches.first().context("the topology has no switch")?;
+    let sw = topo
+        .switches
+        .first()
+        .context("the topology has no switch")?;
     let api_addr = sw.api.clone().unwrap_or_else(|| "127.0.0.1:5000".into());
     let lab = Lab::up(
         &topo,
@@ -239,7 +247,10 @@ fn experiment(
     interval_ms: f64,
 ) -> anyhow::Result<Totals> {
     let api = control::client::Client::new(&format!("http://{api_addr}"));
-    let sw = topo.switches.first().context("the topology has no switch")?;
+    let sw = topo
+        .switches
+        .first()
+        .context("the topology has no switch")?;
     wait_for_api(
         api_addr,
         Duration::from_secs(15),
@@ -308,12 +319,17 @@ fn experiment(
     std::thread::sleep(Duration::from_secs_f64(a.steady_s));
 
     println!("  [3/5] migrating");
-    let mut plan: Plan = migrate::plan_from_topology(topo, "lakewood", "loveland", "192.168.12.2/24", "eth0")?;
+    let mut plan: Plan =
+        migrate::plan_from_topology(topo, "lakewood", "loveland", "192.168.12.2/24", "eth0")?;
     plan.server_args = server_args.clone();
     let mut reports = Vec::new();
     let mut here = "lakewood";
     for i in 0..a.runs {
-        let there = if here == "lakewood" { "loveland" } else { "lakewood" };
+        let there = if here == "lakewood" {
+            "loveland"
+        } else {
+            "lakewood"
+        };
         let mut p = migrate::plan_from_topology(topo, here, there, "192.168.12.2/24", "eth0")?;
         p.server_args = plan.server_args.clone();
         p.drain_timeout_ms = a.drain_timeout_ms;
@@ -432,7 +448,9 @@ fn print_table(runs: &[RunResult], summary: &Value, t: &Totals, interval_ms: f64
         ("checkpoint (TCP repair)", |r| r.phases.checkpoint_ms),
         ("transfer", |r| r.phases.transfer_ms),
         ("restore", |r| r.phases.restore_ms),
-        ("switch update (/updateForward)", |r| r.phases.switch_update_ms),
+        ("switch update (/updateForward)", |r| {
+            r.phases.switch_update_ms
+        }),
         ("resume (GARP, repair off)", |r| r.phases.resume_ms),
         ("freeze (server silent)", |r| r.phases.freeze_ms),
         ("first frame seen by the client", |r| r.first_frame_ms),

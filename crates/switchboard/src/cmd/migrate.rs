@@ -224,7 +224,10 @@ pub fn migrate(plan: &Plan, api: &control::client::Client) -> anyhow::Result<Mig
     r.pause_drain_ms = field_ms(&ck, "pause_drain_ms");
     r.checkpoint_ms = field_ms(&ck, "checkpoint_ms");
     r.connections = ck["connections"].as_u64().unwrap_or(0);
-    let state = ck.get("state").cloned().context("checkpoint reply has no state")?;
+    let state = ck
+        .get("state")
+        .cloned()
+        .context("checkpoint reply has no state")?;
     r.state_bytes = serde_json::to_vec(&state).map(|v| v.len()).unwrap_or(0);
 
     let rs = control(

@@ -56,7 +56,11 @@ pub fn parse_trace(csv: &str) -> Vec<TraceRow> {
 
 /// A "nice" axis maximum and step for values up to `max`.
 fn nice_axis(max: f64) -> (f64, f64) {
-    let max = if max.is_finite() && max > 0.0 { max } else { 1.0 };
+    let max = if max.is_finite() && max > 0.0 {
+        max
+    } else {
+        1.0
+    };
     let raw = max / 5.0;
     let mag = 10f64.powf(raw.log10().floor());
     let step = [1.0, 2.0, 2.5, 5.0, 10.0]
