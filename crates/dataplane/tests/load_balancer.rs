@@ -9,9 +9,9 @@ use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use dataplane::port::memory::{MemoryHandle, MemoryPort};
+use dataplane::port::memory::MemoryPort;
 use dataplane::stages::load_balancer::{LoadBalancerConfig, crc16};
-use dataplane::{Port, Switch, SwitchConfig, Worker, assemble_with_ports};
+use dataplane::{Port, SwitchConfig, assemble_with_ports};
 use packet::build;
 use packet::wire::tcp::Flags;
 use tables::ActionCall;
@@ -62,38 +62,11 @@ group = 1
     s
 }
 
-struct Rig {
-    sw: std::sync::Arc<Switch>,
-    worker: Worker,
-    ports: Vec<(u16, MemoryHandle)>,
+trait LbRig {
+    fn backend_for(&mut self, sport: u16) -> Ipv4Addr;
 }
 
-impl Rig {
-    fn new(cfg: &str) -> Rig {
-        let cfg = SwitchConfig::parse(cfg, Path::new("lb.toml")).unwrap();
-        let mut ports: Vec<Box<dyn Port>> = Vec::new();
-        let mut handles = Vec::new();
-        for id in [132, 140, 148] {
-            let (p, h) = MemoryPort::new(id);
-            ports.push(Box::new(p));
-            handles.push((id, h));
-        }
-        let a = assemble_with_ports(&cfg, ports).unwrap();
-        Rig {
-            sw: a.switch,
-            worker: a.worker,
-            ports: handles,
-        }
-    }
-    fn h(&self, id: u16) -> &MemoryHandle {
-        &self.ports.iter().find(|(i, _)| *i == id).unwrap().1
-    }
-    fn send(&mut self, port: u16, frame: &[u8]) {
-        self.h(port).inject(frame);
-        while self.ports.iter().any(|(_, h)| h.pending() > 0) {
-            self.worker.poll_once().unwrap();
-        }
-    }
+impl LbRig for Rig {
     /// Sends a client SYN from `sport` to the VIP and returns the backend it went to.
     fn backend_for(&mut self, sport: u16) -> Ipv4Addr {
         let f = build::tcp_ipv4(
@@ -128,7 +101,7 @@ fn expected_backend(sport: u16) -> Ipv4Addr {
 
 #[test]
 fn fair_selection_spreads_flows_and_keeps_each_flow_on_one_member() {
-    let mut r = Rig::new(&config_four());
+    let mut r = Rig::from_config(&config_four());
     let mut per_backend: BTreeMap<Ipv4Addr, usize> = BTreeMap::new();
     // Ephemeral ports spread over Linux's range, as its randomized port choice gives them.
     // (Consecutive ports would not do: the low two bits of CRC-16/ARC depend on source-port
@@ -171,7 +144,7 @@ fn fair_selection_spreads_flows_and_keeps_each_flow_on_one_member() {
 
 #[test]
 fn member_changes_apply_to_the_next_packet_and_reinitialize_restores_them() {
-    let mut r = Rig::new(&config_four());
+    let mut r = Rig::from_config(&config_four());
     let ns = r.sw.tables.get("node_selector").unwrap().clone();
     let sport = 40000;
     let before = r.backend_for(sport);
@@ -224,7 +197,7 @@ fn member_changes_apply_to_the_next_packet_and_reinitialize_restores_them() {
 
 #[test]
 fn garbage_never_panics_the_stage() {
-    let mut r = Rig::new(&config_four());
+    let mut r = Rig::from_config(&config_four());
     let base = build::tcp_ipv4(
         CLIENT_MAC,
         ANY_MAC,

@@ -7,8 +7,8 @@ use common::*;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use dataplane::port::memory::{MemoryHandle, MemoryPort};
-use dataplane::{DropReason, Port, Switch, SwitchConfig, Worker, assemble_with_ports};
+use dataplane::port::memory::MemoryPort;
+use dataplane::{DropReason, Port, SwitchConfig, assemble_with_ports};
 use packet::build;
 use packet::parse::ParseError;
 use packet::wire::EthernetAddress;
@@ -17,45 +17,9 @@ const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0
 const SWITCH_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0xfe]);
 const SERVER: Ipv4Addr = Ipv4Addr::new(192, 168, 12, 2);
 
-struct Rig {
-    sw: std::sync::Arc<Switch>,
-    worker: Worker,
-    ports: Vec<(u16, MemoryHandle)>,
-}
-
-impl Rig {
-    fn new(extra: &str) -> Rig {
-        let cfg =
-            SwitchConfig::parse(&format!("{CONFIG}\n{extra}"), Path::new("test.toml")).unwrap();
-        let mut ports: Vec<Box<dyn Port>> = Vec::new();
-        let mut handles = Vec::new();
-        for id in [132, 140, 148] {
-            let (p, h) = MemoryPort::new(id);
-            ports.push(Box::new(p));
-            handles.push((id, h));
-        }
-        let a = assemble_with_ports(&cfg, ports).unwrap();
-        Rig {
-            sw: a.switch,
-            worker: a.worker,
-            ports: handles,
-        }
-    }
-    fn h(&self, id: u16) -> &MemoryHandle {
-        &self.ports.iter().find(|(i, _)| *i == id).unwrap().1
-    }
-    fn send(&mut self, port: u16, frame: &[u8]) {
-        self.h(port).inject(frame);
-        while self.ports.iter().any(|(_, h)| h.pending() > 0) {
-            self.worker.poll_once().unwrap();
-        }
-    }
-    fn sent(&self, port: u16) -> Vec<Vec<u8>> {
-        self.h(port).take_sent()
-    }
-    fn drops(&self, port: u16, r: DropReason) -> u64 {
-        self.sw.port(port).unwrap().counters.drops(r)
-    }
+/// The seed config plus `extra`.
+fn rig(extra: &str) -> Rig {
+    Rig::from_config(&format!("{CONFIG}\n{extra}"))
 }
 
 fn udp_to(dst: Ipv4Addr) -> Vec<u8> {
@@ -72,7 +36,7 @@ fn udp_to(dst: Ipv4Addr) -> Vec<u8> {
 
 #[test]
 fn set_egress_port_with_mac_forwards_and_rewrites_the_destination_mac() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let frame = udp_to(SERVER);
     r.send(132, &frame);
     let out = r.sent(140);
@@ -97,7 +61,7 @@ fn set_egress_port_with_mac_forwards_and_rewrites_the_destination_mac() {
 
 #[test]
 fn set_egress_port_leaves_the_frame_untouched() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let frame = build::udp_ipv4(
         SERVER_MAC, CLIENT_MAC, SERVER, CLIENT, 8080, 40000, b"reply",
     );
@@ -107,7 +71,7 @@ fn set_egress_port_leaves_the_frame_untouched() {
 
 #[test]
 fn a_miss_is_dropped_by_the_default_action_and_counted() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     r.send(132, &udp_to(Ipv4Addr::new(192, 168, 12, 77)));
     assert!(r.ports.iter().all(|(_, h)| h.take_sent().is_empty()));
     assert_eq!(r.drops(132, DropReason::ForwardMiss), 1);
@@ -116,7 +80,7 @@ fn a_miss_is_dropped_by_the_default_action_and_counted() {
 
 #[test]
 fn non_ipv4_and_ttl_zero_are_dropped_like_the_seed_parser() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let v6 = build::udp_ipv6(
         CLIENT_MAC,
         SWITCH_MAC,
@@ -137,7 +101,7 @@ fn non_ipv4_and_ttl_zero_are_dropped_like_the_seed_parser() {
 
 #[test]
 fn arp_is_steered_by_target_address_and_unknown_targets_are_dropped() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let req = build::arp_request(CLIENT_MAC, CLIENT, SERVER);
     r.send(132, &req);
     assert_eq!(r.sent(140), vec![req]);
@@ -152,7 +116,7 @@ fn arp_is_steered_by_target_address_and_unknown_targets_are_dropped() {
 
 #[test]
 fn gratuitous_arp_is_flooded_to_every_port_but_the_ingress() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let garp = build::gratuitous_arp(SERVER_MAC, SERVER);
     r.send(148, &garp);
     assert_eq!(r.sent(132), vec![garp.clone()]);
@@ -162,7 +126,7 @@ fn gratuitous_arp_is_flooded_to_every_port_but_the_ingress() {
 
 #[test]
 fn gratuitous_arp_follows_upstream_steering_when_the_fix_is_off() {
-    let mut r = Rig::new("[stage.arp_forward]\nflood_gratuitous = false\n");
+    let mut r = rig("[stage.arp_forward]\nflood_gratuitous = false\n");
     let garp = build::gratuitous_arp(SERVER_MAC, SERVER);
     r.send(148, &garp);
     assert_eq!(
@@ -175,7 +139,7 @@ fn gratuitous_arp_follows_upstream_steering_when_the_fix_is_off() {
 
 #[test]
 fn flood_to_ingress_includes_the_ingress_port() {
-    let mut r = Rig::new("[stage.arp_forward]\nflood_to_ingress = true\n");
+    let mut r = rig("[stage.arp_forward]\nflood_to_ingress = true\n");
     let garp = build::gratuitous_arp(SERVER_MAC, SERVER);
     r.send(148, &garp);
     for p in [132, 140, 148] {
@@ -185,7 +149,7 @@ fn flood_to_ingress_includes_the_ingress_port() {
 
 #[test]
 fn a_table_change_takes_effect_on_the_next_batch() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let t = r.sw.tables.get("forward").unwrap().clone();
     let e: tables::EntryJson = serde_json::from_value(serde_json::json!({
         "key": {"hdr.ipv4.dst_addr": "192.168.12.2"},
@@ -201,7 +165,7 @@ fn a_table_change_takes_effect_on_the_next_batch() {
 
 #[test]
 fn an_entry_pointing_at_a_missing_port_is_counted_not_sent() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let t = r.sw.tables.get("forward").unwrap().clone();
     let e: tables::EntryJson = serde_json::from_value(serde_json::json!({
         "key": {"hdr.ipv4.dst_addr": "192.168.12.50"},
@@ -216,7 +180,7 @@ fn an_entry_pointing_at_a_missing_port_is_counted_not_sent() {
 
 #[test]
 fn truncated_and_malformed_frames_are_counted_and_dropped_without_panic() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let good = udp_to(SERVER);
     let mut dropped_expected = 0;
     // Every prefix of a good frame: short ones fail to parse, none may panic or escape
@@ -247,7 +211,7 @@ fn truncated_and_malformed_frames_are_counted_and_dropped_without_panic() {
 
 #[test]
 fn reinitialize_restores_the_configured_entries() {
-    let r = Rig::new("");
+    let r = rig("");
     r.sw.clear_tables();
     assert_eq!(r.sw.tables.get("forward").unwrap().len(), 0);
     r.sw.reinitialize().unwrap();
@@ -395,7 +359,7 @@ fn a_flood_with_nowhere_to_go_is_counted_as_a_drop() {
 
 #[test]
 fn reinitialize_also_restores_the_default_action_in_one_publish() {
-    let r = Rig::new("");
+    let r = rig("");
     let t = r.sw.tables.get("forward").unwrap().clone();
     let e: tables::EntryJson = serde_json::from_value(serde_json::json!({
         "key": {"hdr.ipv4.dst_addr": "192.168.12.99"},
@@ -421,7 +385,7 @@ fn reinitialize_also_restores_the_default_action_in_one_publish() {
 
 #[test]
 fn a_bad_ipv4_checksum_is_forwarded_with_the_seed_programs_mac_tag() {
-    let mut r = Rig::new("");
+    let mut r = rig("");
     let mut bad = udp_to(SERVER);
     bad[14 + 10] ^= 0xff; // corrupt the header checksum
     r.send(132, &bad);

@@ -770,15 +770,7 @@ fn pinger(idx: usize, mut w: TcpStream, sh: Arc<Shared>, done: Arc<AtomicBool>) 
     while !sh.stop.load(Ordering::SeqCst) && !done.load(Ordering::SeqCst) {
         let now = Instant::now();
         if now >= next {
-            Header {
-                kind: Kind::Ping,
-                len: HEADER_LEN as u32,
-                generation: 0,
-                seq,
-                ts_ns: monotonic_ns(),
-                client_ts_ns: 0,
-            }
-            .encode(&mut buf);
+            Header::ping(seq).encode(&mut buf);
             if let Err(e) = w.write_all(&buf) {
                 tracing::debug!(conn = idx, error = %e, "ping write failed");
                 return;

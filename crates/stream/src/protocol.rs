@@ -73,6 +73,18 @@ pub enum ProtocolError {
 }
 
 impl Header {
+    /// A client ping numbered `seq`, stamped now.
+    pub fn ping(seq: u64) -> Header {
+        Header {
+            kind: Kind::Ping,
+            len: HEADER_LEN as u32,
+            generation: 0,
+            seq,
+            ts_ns: monotonic_ns(),
+            client_ts_ns: 0,
+        }
+    }
+
     /// Write the header into `out[..HEADER_LEN]` and zero `out[HEADER_LEN..len]`.
     /// `out` must be at least `self.len` bytes long.
     pub fn encode(&self, out: &mut [u8]) {

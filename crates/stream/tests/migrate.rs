@@ -18,7 +18,7 @@ use std::time::{Duration, Instant};
 
 use common::{NetNs, root_or_skip};
 use serde_json::json;
-use stream::protocol::{HEADER_LEN, Header, Kind, monotonic_ns};
+use stream::protocol::{Header, Kind, monotonic_ns};
 use stream::{ServerArgs, control_request, netif};
 
 const IP: &str = "192.168.12.2";
@@ -86,14 +86,7 @@ fn client(stop: Arc<AtomicBool>, log: Arc<Mutex<Log>>) -> JoinHandle<()> {
             std::thread::spawn(move || {
                 let mut seq = 0u64;
                 while !stop.load(Relaxed) {
-                    let h = Header {
-                        kind: Kind::Ping,
-                        len: HEADER_LEN as u32,
-                        generation: 0,
-                        seq,
-                        ts_ns: monotonic_ns(),
-                        client_ts_ns: 0,
-                    };
+                    let h = Header::ping(seq);
                     // Pings are written in two pieces now and then, so the server sees
                     // partial input (possibly across a migration).
                     let v = h.to_vec();

@@ -8,7 +8,7 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use stream::protocol::{HEADER_LEN, Header, Kind, monotonic_ns};
+use stream::protocol::{Header, Kind};
 use stream::{Error, ServerArgs, control_request};
 
 fn free_port() -> u16 {
@@ -54,15 +54,7 @@ impl Reader {
 }
 
 fn ping(seq: u64) -> Vec<u8> {
-    Header {
-        kind: Kind::Ping,
-        len: HEADER_LEN as u32,
-        generation: 0,
-        seq,
-        ts_ns: monotonic_ns(),
-        client_ts_ns: 0,
-    }
-    .to_vec()
+    Header::ping(seq).to_vec()
 }
 
 /// Removes the control socket even when the test fails before `shutdown`.

@@ -3,7 +3,11 @@
 #![allow(dead_code)]
 
 use std::net::Ipv4Addr;
+use std::path::Path;
+use std::sync::Arc;
 
+use dataplane::port::memory::{MemoryHandle, MemoryPort};
+use dataplane::{DropReason, Port, Switch, SwitchConfig, Worker, assemble_with_ports};
 use packet::wire::EthernetAddress;
 
 pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
@@ -43,3 +47,45 @@ key = { "hdr.arp.target_proto_addr" = "192.168.12.100" }
 action = "set_egress_port"
 params = { port = 132 }
 "#;
+
+/// A switch from a config text with in-memory ports 132, 140 and 148, run by hand.
+pub struct Rig {
+    pub sw: Arc<Switch>,
+    pub worker: Worker,
+    pub ports: Vec<(u16, MemoryHandle)>,
+}
+
+impl Rig {
+    pub fn from_config(text: &str) -> Rig {
+        let cfg = SwitchConfig::parse(text, Path::new("test.toml")).unwrap();
+        let mut ports: Vec<Box<dyn Port>> = Vec::new();
+        let mut handles = Vec::new();
+        for id in PORTS {
+            let (p, h) = MemoryPort::new(id);
+            ports.push(Box::new(p));
+            handles.push((id, h));
+        }
+        let a = assemble_with_ports(&cfg, ports).unwrap();
+        Rig {
+            sw: a.switch,
+            worker: a.worker,
+            ports: handles,
+        }
+    }
+    pub fn h(&self, id: u16) -> &MemoryHandle {
+        &self.ports.iter().find(|(i, _)| *i == id).unwrap().1
+    }
+    /// Inject a frame on `port` and run the worker until every port's input is consumed.
+    pub fn send(&mut self, port: u16, frame: &[u8]) {
+        self.h(port).inject(frame);
+        while self.ports.iter().any(|(_, h)| h.pending() > 0) {
+            self.worker.poll_once().unwrap();
+        }
+    }
+    pub fn sent(&self, port: u16) -> Vec<Vec<u8>> {
+        self.h(port).take_sent()
+    }
+    pub fn drops(&self, port: u16, r: DropReason) -> u64 {
+        self.sw.port(port).unwrap().counters.drops(r)
+    }
+}

@@ -273,21 +273,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     println!("switchboard demo: p4containerflow forwarding (seed 000)");
     println!("  topology {}", topo_path.display());
     let topo = Topology::load(&topo_path)?;
-    let sw = topo
-        .switches
-        .first()
-        .context("the topology has no switch")?
-        .clone();
-    let api_addr = sw.api.clone().unwrap_or_else(|| "127.0.0.1:5000".into());
-
-    let lab = Lab::up(
-        &topo,
-        LabOptions {
-            replace: true,
-            switch_launcher: Some(switch_launcher(&topo.name)),
-            skip_processes: true,
-        },
-    )?;
+    let (lab, sw, api_addr) = lab_with_switch(&topo)?;
     let mut d = Demo {
         lab,
         api: Client::new(&format!("http://{api_addr}")),
@@ -409,6 +395,26 @@ fn demo_steps(d: &mut Demo, topo: &Topology, sw: &str, api: &str, secs: u32) -> 
         bail!("traffic did not move to port 148");
     }
     Ok(())
+}
+
+/// A demo's lab, replacing any leftover of the same name, with its first switch started
+/// (the caller waits for its API): the lab, that switch's spec and its API address.
+pub fn lab_with_switch(topo: &Topology) -> anyhow::Result<(Lab, lab::SwitchSpec, String)> {
+    let sw = topo
+        .switches
+        .first()
+        .context("the topology has no switch")?
+        .clone();
+    let api_addr = sw.api.clone().unwrap_or_else(|| "127.0.0.1:5000".into());
+    let lab = Lab::up(
+        topo,
+        LabOptions {
+            replace: true,
+            switch_launcher: Some(switch_launcher(&topo.name)),
+            skip_processes: true,
+        },
+    )?;
+    Ok((lab, sw, api_addr))
 }
 
 /// `examples/p4containerflow` next to the workspace, or in the current directory.

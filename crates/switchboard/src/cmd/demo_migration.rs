@@ -14,10 +14,10 @@ use anyhow::{Context, bail};
 use serde::Serialize;
 use serde_json::{Value, json};
 
-use lab::{Lab, LabOptions, Topology};
+use lab::{Lab, Topology};
 
-use super::demo::{DemoArgs, default_example_dir, which};
-use super::lab::{log_path, switch_launcher, wait_for_api};
+use super::demo::{DemoArgs, default_example_dir, lab_with_switch, which};
+use super::lab::{log_path, wait_for_api};
 use super::migrate::{self, MigrationReport, Plan};
 
 /// Order statistics of one measured quantity over the runs.
@@ -203,19 +203,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     );
     println!("  results in {}", out.display());
 
-    let sw = topo
-        .switches
-        .first()
-        .context("the topology has no switch")?;
-    let api_addr = sw.api.clone().unwrap_or_else(|| "127.0.0.1:5000".into());
-    let lab = Lab::up(
-        &topo,
-        LabOptions {
-            replace: true,
-            switch_launcher: Some(switch_launcher(&topo.name)),
-            skip_processes: true,
-        },
-    )?;
+    let (lab, _, api_addr) = lab_with_switch(&topo)?;
     let res = experiment(a, &lab, &topo, &api_addr, &out, interval_ms);
     let down = lab.down();
     let summary = res?;
