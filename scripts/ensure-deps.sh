@@ -14,6 +14,10 @@ have curl     || need+=(curl)
 have tcpdump  || need+=(tcpdump)
 have ps       || need+=(procps)
 have nft      || need+=(nftables)
+have clang    || need+=(clang)         # the ECMP-ER XDP agent is C, compiled at build time
+[ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
+have nginx    || need+=(nginx)         # the ECMP-ER demo's servers
+have ab       || need+=(apache2-utils) # ApacheBench, the ECMP-ER demo's load
 # Optional: the benchmark's Open vSwitch baseline (skipped with a reason when absent).
 optional=()
 have ovs-vswitchd || optional+=(openvswitch-switch)
@@ -35,7 +39,11 @@ if [ ${#optional[@]} -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${optional[@]}" >/dev/null \
     || echo "ensure-deps: optional ${optional[*]} did not install; the bench skips Open vSwitch" >&2
 fi
-# The Open vSwitch package starts its own daemons; the benchmark runs private ones.
+# Packages that start system daemons (nginx, Open vSwitch): the lab and the benchmark run
+# private ones.
+if systemctl is-active --quiet nginx 2>/dev/null; then
+  systemctl stop nginx 2>/dev/null || true
+fi
 if systemctl is-active --quiet openvswitch-switch 2>/dev/null; then
   systemctl stop openvswitch-switch 2>/dev/null || true
 fi
