@@ -1100,6 +1100,32 @@ b = "s2:1"
     }
 
     #[test]
+    fn example_ecmper_topology_loads() {
+        let path =
+            Path::new(env!("CARGO_MANIFEST_DIR")).join("../../examples/ecmper/topology.toml");
+        let t = Topology::load(&path).unwrap();
+        assert_eq!(t.name, "ecmp");
+        let ports = t.switch_port_ifaces("sw").unwrap();
+        assert_eq!(
+            ports.keys().copied().collect::<Vec<_>>(),
+            vec![0, 1, 2, 3, 4]
+        );
+        assert_eq!(ports[&0], "sbecmp-0");
+        for n in 1..=4 {
+            let h = t.host(&format!("ns{n}")).unwrap();
+            assert_eq!(h.ifaces[0].addrs, vec![format!("10.0.0.{n}/24")]);
+            assert_eq!(
+                h.setup[0],
+                ["ip", "addr", "add", "10.0.10.0/32", "dev", "lo"]
+            );
+        }
+        assert_eq!(
+            t.host("ns99").unwrap().ifaces[0].mac.as_deref(),
+            Some("02:03:04:05:06:99")
+        );
+    }
+
+    #[test]
     fn example_p4containerflow_topology_loads() {
         let path = Path::new(env!("CARGO_MANIFEST_DIR"))
             .join("../../examples/p4containerflow/topology.toml");

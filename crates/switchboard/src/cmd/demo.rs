@@ -17,8 +17,8 @@ use super::lab::{log_path, switch_launcher, wait_for_api};
 
 #[derive(clap::Args)]
 pub struct DemoArgs {
-    /// Which demo: `p4containerflow` (forwarding, /updateForward) or `migration` (the live
-    /// migration experiment).
+    /// Which demo: `p4containerflow` (forwarding, /updateForward), `migration` (the live
+    /// migration experiment) or `ecmper` (ECMP-ER demos 1 and 2).
     #[arg(default_value = "p4containerflow")]
     pub which: String,
     /// The example directory holding topology.toml and switch.toml.
@@ -55,7 +55,19 @@ pub struct DemoArgs {
     /// migration: directory for the CSV, gap log, trace, summaries and plot.
     #[arg(long, default_value = "migration-results")]
     pub out: PathBuf,
-    /// migration: also write the summary (runs, drops, holes, downtime_ms, phases) as JSON.
+    /// ecmper: ApacheBench requests per run (`ab -n`).
+    #[arg(long, default_value_t = 1000)]
+    pub requests: u64,
+    /// ecmper: ApacheBench concurrency (`ab -c`).
+    #[arg(long, default_value_t = 12)]
+    pub concurrency: u32,
+    /// ecmper: the file requested (10B.txt, 1m.img or 4m.img).
+    #[arg(long, default_value = "1m.img")]
+    pub file: String,
+    /// ecmper: seconds between server-set changes during ApacheBench.
+    #[arg(long, default_value_t = 1.0)]
+    pub flap_interval_s: f64,
+    /// migration, ecmper: also write the summary (runs, drops, holes, downtime_ms, phases) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -248,14 +260,11 @@ impl Demo {
 }
 
 pub fn run(a: DemoArgs) -> anyhow::Result<()> {
-    if a.which == "migration" {
-        return super::demo_migration::run(&a);
-    }
-    if a.which != "p4containerflow" {
-        bail!(
-            "unknown demo '{}' (known: p4containerflow, migration)",
-            a.which
-        );
+    match a.which.as_str() {
+        "migration" => return super::demo_migration::run(&a),
+        "ecmper" => return super::demo_ecmper::run(&a),
+        "p4containerflow" => {}
+        other => bail!("unknown demo '{other}' (known: p4containerflow, migration, ecmper)"),
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -419,11 +428,18 @@ pub fn lab_with_switch(topo: &Topology) -> anyhow::Result<(Lab, lab::SwitchSpec,
 
 /// `examples/p4containerflow` next to the workspace, or in the current directory.
 pub fn default_example_dir() -> PathBuf {
-    let here = PathBuf::from("examples/p4containerflow");
+    example_dir("p4containerflow")
+}
+
+/// `examples/<name>` in the current directory, or next to the workspace.
+pub fn example_dir(name: &str) -> PathBuf {
+    let here = PathBuf::from("examples").join(name);
     if here.exists() {
         return here;
     }
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../examples/p4containerflow")
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
 }
 
 /// The path of a program on PATH.
