@@ -44,6 +44,8 @@ enum Command {
     Collector(loadgen::CollectorArgs),
     /// Move a running stream server to another lab host, keeping its TCP connections.
     Migrate(cmd::migrate::MigrateArgs),
+    /// The ECMP-ER server agent (XDP): attach, detach, stats.
+    ErAgent(er_agent::ErAgentArgs),
 }
 
 /// Upstream's Go tools take `-server`, `-connections` ...: accept those single-dash long
@@ -107,6 +109,7 @@ fn main() -> std::process::ExitCode {
         Command::Loadgen(a) => loadgen::run_loadgen(a),
         Command::Collector(a) => loadgen::run_collector(a),
         Command::Migrate(a) => cmd::migrate::run(a),
+        Command::ErAgent(a) => er_agent::run(a),
     };
     match res {
         Ok(()) => std::process::ExitCode::SUCCESS,
