@@ -4,6 +4,8 @@
 //!   ports, pipeline), JSON in and out;
 //! - [`compat::p4cf`]: the p4containerflow controller's endpoints (`/addForward`,
 //!   `/updateForward`, ...), so its scripts run unchanged;
+//! - [`compat::c4bmv2`]: the ECMP-ER controller's `PUT /add/...`, `/install`, `/neigh/...`
+//!   paths (plain text), and the native `/api/v1/ecmper/...` for the same operations;
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format;
 //! - [`client`]: a blocking client for all of the above (used by `switchboard ctl`, tests and
 //!   demos).
@@ -51,7 +53,9 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(5);
 pub fn app(switch: Arc<Switch>) -> Router {
     Router::new()
         .nest("/api/v1", native::router())
+        .nest("/api/v1/ecmper", compat::c4bmv2::native_router())
         .merge(compat::p4cf::router())
+        .merge(compat::c4bmv2::router())
         .merge(metrics::router())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::NotFound(format!("no endpoint {method} {uri}"))

@@ -1678,3 +1678,325 @@ async fn traffic_through_the_load_balancer_after_migrate_node() {
     assert_eq!(out.len(), 1, "now to .3 on port 148");
     assert_eq!(&out[0][30..34], &[192, 168, 12, 3]);
 }
+
+// ---- ecmper: the c4bmv2 paths and the native /api/v1/ecmper ----
+
+const ECMPER_COMPAT: &str =
+    "[pipeline]\nstages = [\"ecmper\"]\n\n[stage.ecmper]\nmode = \"compat\"\n";
+const ECMPER_RESILIENT: &str =
+    "[pipeline]\nstages = [\"ecmper\"]\n\n[stage.ecmper]\nbuckets = 1009\n";
+
+async fn put(app: &Router, path: &str) -> (StatusCode, Value) {
+    call(app, "PUT", path, None).await
+}
+
+/// A text answer's body.
+fn text(v: &Value) -> &str {
+    v.as_str().unwrap_or_else(|| panic!("not a text body: {v}"))
+}
+
+#[track_caller]
+fn assert_text(got: (StatusCode, Value), status: StatusCode, needle: &str) {
+    assert_eq!(got.0, status, "body: {}", got.1);
+    assert!(
+        text(&got.1).contains(needle),
+        "{:?} should contain {needle:?}",
+        got.1
+    );
+}
+
+#[tokio::test]
+async fn c4bmv2_demo_script_compat() {
+    let mut r = rig_with(ECMPER_COMPAT);
+    let app = r.app.clone();
+    assert_text(put(&app, "/clear").await, StatusCode::OK, "");
+    assert_text(
+        put(&app, "/neigh/add/10.0.0.1/140/02:03:04:05:06:01").await,
+        StatusCode::OK,
+        "",
+    );
+    assert_text(
+        put(&app, "/neigh/add/10.0.0.2/148/02:03:04:05:06:02").await,
+        StatusCode::OK,
+        "",
+    );
+    assert_text(
+        put(&app, "/neigh/add/10.0.1.99/132/02:03:04:05:06:99").await,
+        StatusCode::OK,
+        "",
+    );
+    assert_text(
+        put(&app, "/add/10.0.10.0/32/10.0.0.1").await,
+        StatusCode::OK,
+        "Route: 10.0.10.0/32 to 10.0.0.1 enqueued",
+    );
+    assert_text(
+        put(&app, "/add/10.0.10.0/32/10.0.0.1").await,
+        StatusCode::BAD_REQUEST,
+        "invalid route",
+    );
+    assert_text(put(&app, "/install").await, StatusCode::OK, "");
+    assert_text(
+        put(&app, "/add/10.0.10.0/32/10.0.0.2").await,
+        StatusCode::OK,
+        "enqueued",
+    );
+    assert_text(put(&app, "/install").await, StatusCode::OK, "");
+    assert_text(
+        get(&app, "/tables/ipv4_lpm").await,
+        StatusCode::OK,
+        "| Table SwitchIngress.ecmper.ipv4_lpm\n1 | match: dstAddr: 10.0.10.0/32 | action: set_nh_index( cur_nh_offset: 1 cur_nh_count: 8 prv_nh_offset: 1 prv_nh_count: 1 )",
+    );
+    assert_text(
+        get(&app, "/tables/prv_nh").await,
+        StatusCode::OK,
+        "2 | match: nh_index: 1 | action: set_nexthop( nexthop: 10.0.0.1 )",
+    );
+    assert_text(
+        get(&app, "/tables/neigh").await,
+        StatusCode::OK,
+        "match: nh_addr: 10.0.0.2 | action: set_output( dstMac: 02:03:04:05:06:02 port: 148 )",
+    );
+    let (s, all) = get(&app, "/tables").await;
+    assert_eq!(s, StatusCode::OK);
+    for t in ["ipv4_lpm", "cur_nh", "prv_nh", "neigh"] {
+        assert!(
+            text(&all).contains(&format!(" Table SwitchIngress.ecmper.{t}\n")),
+            "{t}"
+        );
+    }
+    assert_text(
+        get(&app, "/tables/nope").await,
+        StatusCode::NOT_FOUND,
+        "nope",
+    );
+
+    // The reference flow goes to .2 (port 148); marked ToS 0x01 to .1 (port 140).
+    let mut f = packet::build::tcp_ipv4(
+        mac(99),
+        mac(1),
+        Ipv4Addr::new(10, 0, 1, 99),
+        Ipv4Addr::new(10, 0, 10, 0),
+        8081,
+        80,
+        1,
+        1,
+        packet::wire::tcp::Flags::ACK,
+        b"GET",
+    );
+    r.handles[0].inject(&f);
+    r.worker.poll_once().unwrap();
+    assert_eq!(r.handles[2].take_sent().len(), 1, "cur: 10.0.0.2");
+    f[15] = 0x01;
+    f[24..26].copy_from_slice(&[0, 0]);
+    let c = !packet::checksum::data(&f[14..34]);
+    f[24..26].copy_from_slice(&c.to_be_bytes());
+    r.handles[0].inject(&f);
+    r.worker.poll_once().unwrap();
+    assert_eq!(r.handles[1].take_sent().len(), 1, "prv: 10.0.0.1");
+
+    assert_text(
+        put(&app, "/del/10.0.10.0/32/10.0.0.2").await,
+        StatusCode::OK,
+        "Route: 10.0.10.0/32 to 10.0.0.2 enqueued",
+    );
+    assert_text(put(&app, "/neigh/del/10.0.0.2").await, StatusCode::OK, "");
+    assert_text(
+        put(&app, "/neigh/del/10.0.0.2").await,
+        StatusCode::NOT_FOUND,
+        "",
+    );
+    assert_eq!(
+        get(&app, "/install").await.0,
+        StatusCode::METHOD_NOT_ALLOWED
+    );
+    assert_text(put(&app, "/clear").await, StatusCode::OK, "");
+    let (_, lpm) = get(&app, "/tables/ipv4_lpm").await;
+    assert!(!text(&lpm).contains("dstAddr"), "{lpm}");
+    // p4containerflow paths coexist (and answer 501 without their stages).
+    assert_eq!(
+        send(&app, "POST", "/deleteClientSnat", json!({})).await.0,
+        StatusCode::NOT_IMPLEMENTED
+    );
+}
+
+#[tokio::test]
+async fn c4bmv2_bad_input_is_4xx_naming_the_field() {
+    let r = rig_with(ECMPER_COMPAT);
+    let app = &r.app;
+    for (path, status, needle) in [
+        ("/add/10.0.10/32/10.0.0.1", 400, "prefix"),
+        ("/add/10.0.10.1/24/10.0.0.1", 400, "prefix"),
+        ("/add/10.0.10.0/33/10.0.0.1", 400, "preflen"),
+        ("/add/10.0.10.0/x/10.0.0.1", 400, "preflen"),
+        ("/del/10.0.10.0/32/nowhere", 400, "nexthop"),
+        ("/neigh/add/10.0.0.1/999/02:03:04:05:06:01", 400, "port"),
+        ("/neigh/add/10.0.0.1/-1/02:03:04:05:06:01", 400, "port"),
+        ("/neigh/add/10.0.0.x/140/02:03:04:05:06:01", 400, "nh_addr"),
+        ("/neigh/add/10.0.0.1/140/02:03:04:05:06", 400, "dstmac"),
+        ("/neigh/add/10.0.0.1/140/02:03:04:05:06:zz", 400, "dstmac"),
+        ("/neigh/del/256.0.0.1", 400, "nh_addr"),
+        ("/add/10.0.10.0/32", 404, ""),
+    ] {
+        let (s, v) = put(app, path).await;
+        assert_eq!(s.as_u16(), status, "{path}: {v}");
+        let body = v
+            .as_str()
+            .map(str::to_owned)
+            .unwrap_or_else(|| v.to_string());
+        assert!(body.contains(needle), "{path}: {body}");
+    }
+    // Routes with connected next hops are fine.
+    assert_text(
+        put(app, "/add/10.0.1.0/24/connected").await,
+        StatusCode::OK,
+        "to connected enqueued",
+    );
+}
+
+#[tokio::test]
+async fn c4bmv2_paths_answer_501_without_an_ecmper_stage() {
+    let r = rig();
+    for (m, path) in [
+        ("PUT", "/add/10.0.10.0/32/10.0.0.1"),
+        ("PUT", "/del/10.0.10.0/32/10.0.0.1"),
+        ("PUT", "/install"),
+        ("PUT", "/neigh/add/10.0.0.1/140/02:03:04:05:06:01"),
+        ("PUT", "/neigh/del/10.0.0.1"),
+        ("PUT", "/clear"),
+        ("GET", "/tables"),
+        ("GET", "/tables/neigh"),
+        ("GET", "/api/v1/ecmper"),
+        ("POST", "/api/v1/ecmper/install"),
+    ] {
+        let (s, v) = call(&r.app, m, path, None).await;
+        assert_eq!(s, StatusCode::NOT_IMPLEMENTED, "{m} {path}: {v}");
+        assert!(v.to_string().contains("ecmper"), "{path}: {v}");
+    }
+    // The native API and p4containerflow are unaffected.
+    assert_eq!(get(&r.app, "/api/v1/tables").await.0, StatusCode::OK);
+    assert_eq!(
+        send(&r.app, "POST", "/cleanup", json!({})).await.0,
+        StatusCode::OK
+    );
+}
+
+#[tokio::test]
+async fn native_ecmper_api_resilient() {
+    let r = rig_with(ECMPER_RESILIENT);
+    let app = &r.app;
+    let (s, v) = get(app, "/api/v1/ecmper").await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(v["mode"], "resilient");
+    assert_eq!(v["config"]["generations"], 2);
+    let route = |nh: &str| json!({"prefix": "10.0.10.0/32", "nexthop": nh});
+    for nh in ["10.0.0.1", "10.0.0.2"] {
+        let (s, v) = send(app, "POST", "/api/v1/ecmper/routes", route(nh)).await;
+        assert_eq!(s, StatusCode::OK, "{v}");
+    }
+    assert_err(
+        send(app, "POST", "/api/v1/ecmper/routes", route("10.0.0.1")).await,
+        StatusCode::CONFLICT,
+        &["already queued"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            "/api/v1/ecmper/routes",
+            json!({"prefix": "10.0.10.0", "nexthop": "connected"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["prefix"],
+    );
+    assert_err(
+        send(
+            app,
+            "POST",
+            "/api/v1/ecmper/routes",
+            json!({"prefix": "10.0.10.0/32"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["nexthop"],
+    );
+    let (_, p) = get(app, "/api/v1/ecmper/pending").await;
+    assert_eq!(p["add"].as_array().unwrap().len(), 2);
+    let (s, o) = call(app, "POST", "/api/v1/ecmper/install", None).await;
+    assert_eq!(s, StatusCode::OK);
+    assert_eq!(o["changed"], true);
+    assert_eq!(o["generation"], 1);
+    let (_, o) = call(app, "POST", "/api/v1/ecmper/install", None).await;
+    assert_eq!(o["changed"], false, "no pending change: no rotation");
+    let (s, v) = send(app, "DELETE", "/api/v1/ecmper/routes", route("10.0.0.2")).await;
+    assert_eq!(s, StatusCode::OK, "{v}");
+    call(app, "POST", "/api/v1/ecmper/install", None).await;
+    let (_, g) = get(app, "/api/v1/ecmper/generations").await;
+    let g = g.as_array().unwrap();
+    assert_eq!(g.len(), 3);
+    assert_eq!(g[0]["routes"].as_array().unwrap().len(), 1);
+    assert_eq!(g[1]["marker_dscp"], 7, "(1 << 2) | 0b11");
+    let (_, rs) = get(app, "/api/v1/ecmper/routes").await;
+    assert_eq!(
+        rs,
+        json!([{"prefix": "10.0.10.0/32", "nexthop": "10.0.0.1"}])
+    );
+
+    let n = json!({"nh_addr": "10.0.0.1", "port": 140, "dst_mac": "02:03:04:05:06:01"});
+    assert_eq!(
+        send(app, "PUT", "/api/v1/ecmper/neigh", n.clone()).await.0,
+        StatusCode::OK
+    );
+    let (_, l) = get(app, "/api/v1/ecmper/neigh").await;
+    assert_eq!(l, json!([n]));
+    assert_err(
+        send(
+            app,
+            "PUT",
+            "/api/v1/ecmper/neigh",
+            json!({"nh_addr": "10.0.0.1", "port": 7, "dst_mac": "02:03:04:05:06:01"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["port", "unknown port 7"],
+    );
+    assert_err(
+        send(
+            app,
+            "PUT",
+            "/api/v1/ecmper/neigh",
+            json!({"nh_addr": "10.0.0.1", "port": 140, "dst_mac": "nope"}),
+        )
+        .await,
+        StatusCode::BAD_REQUEST,
+        &["dst_mac"],
+    );
+    assert_eq!(
+        call(app, "DELETE", "/api/v1/ecmper/neigh/10.0.0.1", None)
+            .await
+            .0,
+        StatusCode::NO_CONTENT
+    );
+    assert_err(
+        call(app, "DELETE", "/api/v1/ecmper/neigh/10.0.0.1", None).await,
+        StatusCode::NOT_FOUND,
+        &[],
+    );
+    // The c4bmv2 dump in resilient mode shows the generations.
+    let (s, t) = get(app, "/tables/generations").await;
+    assert_eq!(s, StatusCode::OK);
+    assert!(
+        text(&t).contains("10.0.10.0/32 -> [10.0.0.1] (1009 buckets)"),
+        "{t}"
+    );
+    assert_text(
+        get(app, "/tables/cur_nh").await,
+        StatusCode::NOT_FOUND,
+        "generations",
+    );
+    let (s, _) = call(app, "POST", "/api/v1/ecmper/clear", None).await;
+    assert_eq!(s, StatusCode::OK);
+    let (_, g) = get(app, "/api/v1/ecmper/generations").await;
+    assert_eq!(g.as_array().unwrap().len(), 1);
+}

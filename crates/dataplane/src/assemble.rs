@@ -11,11 +11,16 @@ use crate::counters::PortCounters;
 use crate::engine::{IdleMode, Worker};
 use crate::port::{Port, PortError};
 use crate::stage::Stage;
-use crate::stages::{arp_forward, forward, load_balancer};
+use crate::stages::{arp_forward, ecmper, forward, load_balancer};
 use crate::switch::{PortInfo, StageInfo, Switch};
 
 /// Names of the stages this build knows, for error messages and the API.
-pub const STAGE_NAMES: &[&str] = &[arp_forward::TABLE, forward::TABLE, load_balancer::STAGE];
+pub const STAGE_NAMES: &[&str] = &[
+    arp_forward::TABLE,
+    ecmper::STAGE,
+    forward::TABLE,
+    load_balancer::STAGE,
+];
 
 /// A built switch: the shared state and the worker that runs the ports.
 pub struct Assembled {
@@ -78,6 +83,11 @@ fn make_stage(
                     load_balancer::CLIENT_SNAT.into(),
                 ],
             ))
+        }
+        ecmper::STAGE => {
+            let cfg = ecmper::EcmperConfig::from_options(opts)?;
+            let built = ecmper::Ecmper::build(cfg, table)?;
+            Ok((Box::new(built.stage), built.tables))
         }
         other => Err(format!(
             "unknown stage '{other}' (known: {})",

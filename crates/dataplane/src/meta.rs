@@ -19,6 +19,14 @@ pub enum DropReason {
     NoEgress,
     /// A table sent the packet to a port number the switch does not have.
     UnknownEgressPort,
+    /// `ecmper`: a table's `drop` action (e.g. next-hop index 0, an empty route).
+    EcmperDrop,
+    /// `ecmper`: no `neigh` entry for the next hop (bmv2 would send it out of port 0).
+    EcmperNeighMiss,
+    /// `ecmper` resilient mode: the DSCP marker names a generation the router does not keep.
+    EcmperNoGeneration,
+    /// `ecmper` resilient mode: TTL 1 on arrival, so forwarding would send TTL 0.
+    TtlExpired,
 }
 
 /// Reasons that are not parse errors, in counter order after the parse reasons.
@@ -29,6 +37,10 @@ const OWN_REASONS: &[DropReason] = &[
     DropReason::ArpMiss,
     DropReason::NoEgress,
     DropReason::UnknownEgressPort,
+    DropReason::EcmperDrop,
+    DropReason::EcmperNeighMiss,
+    DropReason::EcmperNoGeneration,
+    DropReason::TtlExpired,
 ];
 
 impl DropReason {
@@ -67,6 +79,10 @@ impl DropReason {
             DropReason::ArpMiss => "arp_forward_miss",
             DropReason::NoEgress => "no_egress",
             DropReason::UnknownEgressPort => "unknown_egress_port",
+            DropReason::EcmperDrop => "ecmper_drop",
+            DropReason::EcmperNeighMiss => "ecmper_neigh_miss",
+            DropReason::EcmperNoGeneration => "ecmper_no_generation",
+            DropReason::TtlExpired => "ttl_expired",
         }
     }
 }

@@ -54,10 +54,11 @@ fn bin() -> &'static str {
     env!("CARGO_BIN_EXE_switchboard")
 }
 
-fn example(file: &str) -> PathBuf {
+/// The directory of example `name` (examples/<name>).
+fn example_dir(name: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-        .join("../../examples/p4containerflow")
-        .join(file)
+        .join("../../examples")
+        .join(name)
         .canonicalize()
         .unwrap()
 }
@@ -84,23 +85,36 @@ impl Drop for TempDir {
     }
 }
 
-/// A copy of the example directory with the lab renamed to `name` and the API on `api`, so a
-/// test never touches a real `p4cf` lab or port 5000. Returns the directory (removed on drop).
-fn example_copy(name: &str, api: &str) -> TempDir {
-    let text = std::fs::read_to_string(example("topology.toml"))
-        .unwrap()
-        .replace("name = \"p4cf\"", &format!("name = \"{name}\""))
-        .replace(
-            "config = \"switch.toml\"",
-            &format!("config = \"{}\"", example("switch.toml").display()),
-        )
-        .replace("api = \"127.0.0.1:5000\"", &format!("api = \"{api}\""));
+/// A copy of examples/<example> with the lab renamed to `name` and the API on `api`, so a
+/// test never touches a real lab of the example's name or port 5000. Returns the directory
+/// (removed on drop).
+fn example_copy_of(example: &str, name: &str, api: &str) -> TempDir {
+    let src = example_dir(example);
     let dir = std::env::temp_dir().join(format!("sb-test-{name}-{}", std::process::id()));
     std::fs::create_dir_all(&dir).unwrap();
-    std::fs::write(dir.join("topology.toml"), text).unwrap();
-    // Host setup commands run from the topology's directory.
-    std::fs::copy(example("cpu-nat.nft"), dir.join("cpu-nat.nft")).unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        if f.is_file() {
+            std::fs::copy(&f, dir.join(f.file_name().unwrap())).unwrap();
+        }
+    }
+    let topo = dir.join("topology.toml");
+    let text = std::fs::read_to_string(&topo).unwrap();
+    let lab_line = text
+        .lines()
+        .find(|l| l.starts_with("name = "))
+        .unwrap()
+        .to_string();
+    let text = text
+        .replacen(&lab_line, &format!("name = \"{name}\""), 1)
+        .replace("api = \"127.0.0.1:5000\"", &format!("api = \"{api}\""));
+    std::fs::write(&topo, text).unwrap();
     TempDir(dir)
+}
+
+/// The p4containerflow example, renamed (see [`example_copy_of`]).
+fn example_copy(name: &str, api: &str) -> TempDir {
+    example_copy_of("p4containerflow", name, api)
 }
 
 impl TestLab {
@@ -655,4 +669,64 @@ fn live_migration_under_load_loses_nothing() {
     }
     assert!(dir.0.join("out/metrics.csv").exists());
     assert!(dir.0.join("out/plot.svg").exists());
+}
+
+/// The ECMP-ER demo, shortened: Demo 1 gives 200 OK with the agent and a reset without it;
+/// Demo 2 runs ApacheBench under server flaps in both modes, and with the agent in resilient
+/// mode no request fails.
+#[test]
+fn ecmper_demo_agent_saves_moved_connections() {
+    need_root!();
+    for tool in ["nginx", "ab", "clang"] {
+        if which(tool).is_none() {
+            panic!("'{tool}' is missing: run scripts/ensure-deps.sh");
+        }
+    }
+    let name = "tecmp";
+    let api = format!("127.0.0.1:{}", free_port());
+    let dir = example_copy_of("ecmper", name, &api);
+    struct Down(&'static str);
+    impl Drop for Down {
+        fn drop(&mut self) {
+            let _ = Command::new(bin()).args(["lab", "down", self.0]).output();
+        }
+    }
+    let _down = Down(name);
+    let json_path = dir.0.join("result.json");
+    let out = Command::new(bin())
+        .args([
+            "demo",
+            "ecmper",
+            "--requests",
+            "300",
+            "--flap-interval-s",
+            "0.5",
+        ])
+        .arg("--example")
+        .arg(&dir.0)
+        .arg("--json")
+        .arg(&json_path)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    eprintln!("{stdout}");
+    assert!(
+        out.status.success(),
+        "demo ecmper failed: {stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    assert_eq!(r["demo1"]["with_agent"], "200", "{r}");
+    assert_eq!(r["demo1"]["without_agent"], "reset", "{r}");
+    let runs = r["demo2"].as_array().unwrap();
+    assert_eq!(runs.len(), 4, "{r}");
+    for run in runs {
+        assert_eq!(run["requests"], 300);
+        assert!(run["changes"].as_u64().unwrap() >= 1, "{run}");
+    }
+    let resilient_with = runs
+        .iter()
+        .find(|x| x["mode"] == "resilient" && x["agent"] == true)
+        .unwrap();
+    assert_eq!(resilient_with["failed"], 0, "{r}");
 }

@@ -111,7 +111,7 @@ fn write_www() -> anyhow::Result<()> {
 
 /// nginx in server `host`: one worker on the VIP, state under /run/switchboard.
 fn start_nginx(lab: &Lab, host: &str) -> anyhow::Result<()> {
-    let dir = PathBuf::from(format!("/run/switchboard/ecmp-nginx-{host}"));
+    let dir = PathBuf::from(format!("/run/switchboard/{}-nginx-{host}", lab.name()));
     std::fs::create_dir_all(&dir)?;
     let d = dir.display();
     let conf = format!(
@@ -294,7 +294,7 @@ fn demo2_once(
 }
 
 /// The example's switch config with the stage mode set, written next to the run files.
-fn config_for_mode(example: &Path, mode: &str) -> anyhow::Result<PathBuf> {
+fn config_for_mode(example: &Path, lab: &str, mode: &str) -> anyhow::Result<PathBuf> {
     let text = std::fs::read_to_string(example.join("switch.toml"))?;
     let mut doc: toml::Table = toml::from_str(&text)?;
     let stage = doc
@@ -310,7 +310,7 @@ fn config_for_mode(example: &Path, mode: &str) -> anyhow::Result<PathBuf> {
         .context("[stage.ecmper] is not a table")?
         .insert("mode".into(), toml::Value::String(mode.into()));
     std::fs::create_dir_all("/run/switchboard")?;
-    let out = PathBuf::from(format!("/run/switchboard/ecmp-switch-{mode}.toml"));
+    let out = PathBuf::from(format!("/run/switchboard/{lab}-switch-{mode}.toml"));
     std::fs::write(&out, toml::to_string(&doc)?)?;
     Ok(out)
 }
@@ -344,7 +344,7 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
     for mode in ["compat", "resilient"] {
         let mut topo = base_topo.clone();
         if let Some(sw) = topo.switches.first_mut() {
-            sw.config = Some(config_for_mode(&example, mode)?);
+            sw.config = Some(config_for_mode(&example, &base_topo.name, mode)?);
         }
         println!("\n[{mode} mode] lab up");
         let (lab, sw, api) = lab_with_switch(&topo)?;
