@@ -18,6 +18,7 @@ have clang    || need+=(clang)         # the ECMP-ER XDP agent is C, compiled at
 [ -f /usr/include/bpf/bpf_helpers.h ] || need+=(libbpf-dev)
 have nginx    || need+=(nginx)         # the ECMP-ER demo's servers
 have ab       || need+=(apache2-utils) # ApacheBench, the ECMP-ER demo's load
+have tshark   || need+=(tshark)        # the IP-TFS tests' independent ESP decryptor
 # Optional: the benchmark's Open vSwitch baseline (skipped with a reason when absent).
 optional=()
 have ovs-vswitchd || optional+=(openvswitch-switch)

@@ -3,19 +3,20 @@
 //! Each case also asserts what the outputs must contain, so a wrong golden file cannot pass.
 //! `UPDATE_GOLDEN=1 cargo test -p switchboard-dataplane --test ecmper_golden` rewrites them.
 
+mod common;
+use common::{read_pcap, write_pcap};
+
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::AtomicBool;
 
-use dataplane::port::pcap::{PcapInPort, PcapOutPort};
 use dataplane::stages::ecmper::control::{Route, handle_of};
 use dataplane::stages::ecmper::hash;
 use dataplane::{DropReason, Port, Switch, SwitchConfig, assemble};
 use packet::build;
 use packet::wire::EthernetAddress;
 use packet::wire::tcp::Flags;
-use packet::{PacketBuf, Pool};
 
 const PORTS: [u16; 5] = [0, 1, 2, 3, 4];
 const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x03, 0x04, 0x05, 0x06, 0x99]);
@@ -51,27 +52,6 @@ params = { dstMac = "02:03:04:05:06:99", port = 0 }
 "#;
 
 type PortFrames = Vec<(u16, Vec<Vec<u8>>)>;
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut p = PcapInPort::open(0, path).unwrap();
-    let mut pool = Pool::new(8);
-    let mut batch: Vec<PacketBuf> = Vec::new();
-    while !p.rx_exhausted() {
-        p.rx_batch(&mut pool, &mut batch, 64).unwrap();
-    }
-    batch.iter().map(|b| b.frame().to_vec()).collect()
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut p = PcapOutPort::create(0, path).unwrap();
-    let mut pool = Pool::new(8);
-    let mut batch: Vec<PacketBuf> = frames
-        .iter()
-        .map(|f| PacketBuf::from_slice(f).unwrap())
-        .collect();
-    p.tx_batch(&mut pool, &mut batch).unwrap();
-    p.flush().unwrap();
-}
 
 /// Runs `frames` in on port 0 through a switch from `config`, after `setup` (controller
 /// calls), and compares every port's output with the golden files of `case`.

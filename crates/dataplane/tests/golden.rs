@@ -10,14 +10,12 @@ mod common;
 use common::*;
 
 use std::net::Ipv4Addr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::atomic::AtomicBool;
 
-use dataplane::port::pcap::{PcapInPort, PcapOutPort};
-use dataplane::{DropReason, Port, SwitchConfig, assemble};
+use dataplane::{DropReason, SwitchConfig, assemble};
 use packet::build;
 use packet::wire::EthernetAddress;
-use packet::{PacketBuf, Pool};
 
 const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
 const ANY_MAC: EthernetAddress = EthernetAddress([0x02, 0, 0, 0, 0, 0x99]);
@@ -30,27 +28,6 @@ fn case_dir(case: &str) -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
         .join("tests/golden")
         .join(case)
-}
-
-fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
-    let mut p = PcapInPort::open(0, path).unwrap();
-    let mut pool = Pool::new(8);
-    let mut batch: Vec<PacketBuf> = Vec::new();
-    while !p.rx_exhausted() {
-        p.rx_batch(&mut pool, &mut batch, 64).unwrap();
-    }
-    batch.iter().map(|b| b.frame().to_vec()).collect()
-}
-
-fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
-    let mut p = PcapOutPort::create(0, path).unwrap();
-    let mut pool = Pool::new(8);
-    let mut batch: Vec<PacketBuf> = frames
-        .iter()
-        .map(|f| PacketBuf::from_slice(f).unwrap())
-        .collect();
-    p.tx_batch(&mut pool, &mut batch).unwrap();
-    p.flush().unwrap();
 }
 
 /// Run a case: write its inputs (when updating), run the switch over pcap ports,

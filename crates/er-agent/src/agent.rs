@@ -6,9 +6,7 @@
 //! on a short-lived thread that `setns`es first; the rest of the process stays put.
 
 use std::ffi::CString;
-use std::fs::File;
 use std::net::Ipv4Addr;
-use std::os::fd::AsRawFd;
 use std::path::{Path, PathBuf};
 
 use aya::maps::{Array, HashMap, Map, MapData, PerCpuArray};
@@ -140,27 +138,10 @@ pub(crate) fn in_netns<T: Send>(
 ) -> Result<T> {
     let Some(ns) = netns else { return f() };
     check_segment("netns", ns)?;
-    std::thread::scope(|s| {
-        s.spawn(|| {
-            let err = |source| Error::Netns {
-                netns: ns.to_string(),
-                source,
-            };
-            let file = File::open(format!("/run/netns/{ns}")).map_err(err)?;
-            // SAFETY: file is an open netns fd; CLONE_NEWNET only affects this thread.
-            if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWNET) } != 0 {
-                return Err(err(std::io::Error::last_os_error()));
-            }
-            f()
-        })
-        .join()
-        .unwrap_or_else(|_| {
-            Err(Error::Invalid {
-                what: "netns worker",
-                detail: "thread panicked".into(),
-            })
-        })
-    })
+    xdp::netns::in_netns(ns, || Ok(f())).map_err(|e| Error::Netns {
+        netns: ns.to_string(),
+        source: std::io::Error::other(e.to_string()),
+    })?
 }
 
 fn ifindex(target: &Target) -> Result<u32> {

@@ -7,8 +7,10 @@ use std::path::Path;
 use std::sync::Arc;
 
 use dataplane::port::memory::{MemoryHandle, MemoryPort};
+use dataplane::port::pcap::{PcapInPort, PcapOutPort};
 use dataplane::{DropReason, Port, Switch, SwitchConfig, Worker, assemble_with_ports};
 use packet::wire::EthernetAddress;
+use packet::{PacketBuf, Pool};
 
 pub const CLIENT_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x64]);
 pub const SERVER_MAC: EthernetAddress = EthernetAddress([0x02, 0x42, 0xc0, 0xa8, 0x0c, 0x02]);
@@ -88,4 +90,27 @@ impl Rig {
     pub fn drops(&self, port: u16, r: DropReason) -> u64 {
         self.sw.port(port).unwrap().counters.drops(r)
     }
+}
+
+/// Every frame of a pcap file, read through the pcap port backend.
+pub fn read_pcap(path: &Path) -> Vec<Vec<u8>> {
+    let mut p = PcapInPort::open(0, path).unwrap();
+    let mut pool = Pool::new(8);
+    let mut batch: Vec<PacketBuf> = Vec::new();
+    while !p.rx_exhausted() {
+        p.rx_batch(&mut pool, &mut batch, 64).unwrap();
+    }
+    batch.iter().map(|b| b.frame().to_vec()).collect()
+}
+
+/// Write frames to a pcap file through the pcap port backend.
+pub fn write_pcap(path: &Path, frames: &[Vec<u8>]) {
+    let mut p = PcapOutPort::create(0, path).unwrap();
+    let mut pool = Pool::new(8);
+    let mut batch: Vec<PacketBuf> = frames
+        .iter()
+        .map(|f| PacketBuf::from_slice(f).unwrap())
+        .collect();
+    p.tx_batch(&mut pool, &mut batch).unwrap();
+    p.flush().unwrap();
 }
