@@ -19,7 +19,7 @@
 //!   and avoids waiting for the clients' delayed ACKs.
 //! - `{"op":"restore","state":{..}}` (standby): install neighbour entries, rebuild every socket
 //!   in repair mode; reply `{"ok":true,"connections":N,"failed":F,"timings":{"restore_ms":..}}`.
-//! - `{"op":"resume"}` (standby after restore): wait briefly for carrier, send a gratuitous ARP,
+//! - `{"op":"resume"}` (standby after restore): wait for carrier (up to 1 s), send a gratuitous ARP,
 //!   leave repair mode on every socket, resume the streams, listen for new clients; reply
 //!   `{"ok":true,"connections":N,"timings":{"resume_ms":..,"carrier_wait_ms":..}}`.
 //! - `{"op":"status"}`: `{"ok":true,"role":"active"|"standby","connections":N,"generation":G,
@@ -54,6 +54,8 @@ pub const MAX_BURST: u32 = 3;
 const MAX_PENDING_OUT: usize = 1 << 20;
 /// Largest control line accepted (a checkpoint state with full queues is a few MB of hex).
 const MAX_CONTROL_LINE: usize = 256 << 20;
+/// Longest wait for the destination's link to run before resuming anyway.
+const CARRIER_WAIT: Duration = Duration::from_secs(1);
 /// Version of the saved-state JSON.
 const STATE_VERSION: u32 = 1;
 
@@ -906,13 +908,16 @@ impl Server {
         let t0 = Instant::now();
         // Listen first: if the port is taken we fail before touching the connections.
         self.listen().map_err(|e| format!("resume: {e:#}"))?;
-        let running = netif::wait_running(&self.args.iface, Duration::from_millis(50))
+        // Segments sent before the link runs are lost, and a restored socket has no RTT
+        // estimate: losing them costs a 1 s probe timer. Carrier normally comes in
+        // microseconds; on a loaded machine linkwatch can take tens of milliseconds.
+        let running = netif::wait_running(&self.args.iface, CARRIER_WAIT)
             .unwrap_or_else(|e| {
                 tracing::warn!(error = %e, "carrier check");
                 false
             });
         if !running {
-            tracing::warn!(iface = %self.args.iface, "no carrier after 50 ms; resuming anyway");
+            tracing::warn!(iface = %self.args.iface, wait = ?CARRIER_WAIT, "no carrier; resuming anyway");
         }
         let t1 = Instant::now();
         let restored = self.restored.take().unwrap_or_default();
