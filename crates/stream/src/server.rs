@@ -911,11 +911,10 @@ impl Server {
         // Segments sent before the link runs are lost, and a restored socket has no RTT
         // estimate: losing them costs a 1 s probe timer. Carrier normally comes in
         // microseconds; on a loaded machine linkwatch can take tens of milliseconds.
-        let running = netif::wait_running(&self.args.iface, CARRIER_WAIT)
-            .unwrap_or_else(|e| {
-                tracing::warn!(error = %e, "carrier check");
-                false
-            });
+        let running = netif::wait_running(&self.args.iface, CARRIER_WAIT).unwrap_or_else(|e| {
+            tracing::warn!(error = %e, "carrier check");
+            false
+        });
         if !running {
             tracing::warn!(iface = %self.args.iface, wait = ?CARRIER_WAIT, "no carrier; resuming anyway");
         }
