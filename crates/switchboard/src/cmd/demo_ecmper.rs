@@ -94,6 +94,8 @@ pub struct Demo2Run {
     pub changes: u64,
     pub seconds: f64,
     pub requests_per_s: f64,
+    /// ApacheBench stopped early on a request that stalled past its 10 s timeout.
+    pub aborted: bool,
 }
 
 fn write_www() -> anyhow::Result<()> {
@@ -271,13 +273,27 @@ fn demo2_once(
             .and_then(|v| v.split_whitespace().next())
             .and_then(|v| v.parse().ok())
     };
-    let complete = field("Complete requests").with_context(|| {
-        format!(
-            "ab printed no summary: {}{}",
-            text,
-            String::from_utf8_lossy(&out.stderr)
-        )
-    })?;
+    // ab gives up on the whole run when one request stalls past `-s` ("Total of N requests
+    // completed", no summary): the rest count as failed.
+    let aborted = field("Complete requests").is_none();
+    let complete = match field("Complete requests") {
+        Some(n) => n,
+        None => format!("{text}\n{}", String::from_utf8_lossy(&out.stderr))
+            .lines()
+            .find_map(|l| {
+                l.trim()
+                    .strip_prefix("Total of ")
+                    .and_then(|r| r.split_whitespace().next())
+                    .and_then(|n| n.parse().ok())
+            })
+            .with_context(|| {
+                format!(
+                    "ab printed no summary: {}{}",
+                    text,
+                    String::from_utf8_lossy(&out.stderr)
+                )
+            })?,
+    };
     let failed = field("Failed requests").unwrap_or(0);
     // Requests ab gave up on (timeouts, resets before completion) count as failed too.
     let failed = failed + a.requests.saturating_sub(complete);
@@ -290,6 +306,7 @@ fn demo2_once(
         changes,
         seconds,
         requests_per_s: complete as f64 / seconds,
+        aborted,
     })
 }
 
@@ -377,13 +394,18 @@ pub fn run(a: &DemoArgs) -> anyhow::Result<()> {
                 }
                 let r = demo2_once(&lab, &c4, a, mode, with_agent)?;
                 println!(
-                    "  Demo 2, agent {:<3}: {:>5} failed of {} ({} server changes in {:.1} s, {:.0} req/s)",
+                    "  Demo 2, agent {:<3}: {:>5} failed of {} ({} server changes in {:.1} s, {:.0} req/s){}",
                     if with_agent { "on" } else { "off" },
                     r.failed,
                     r.requests,
                     r.changes,
                     r.seconds,
-                    r.requests_per_s
+                    r.requests_per_s,
+                    if r.aborted {
+                        "; ab stopped on a stalled request"
+                    } else {
+                        ""
+                    }
                 );
                 runs.push(r);
                 if with_agent {
