@@ -6,6 +6,7 @@
 //!   `/updateForward`, ...), so its scripts run unchanged;
 //! - [`compat::c4bmv2`]: the ECMP-ER controller's `PUT /add/...`, `/install`, `/neigh/...`
 //!   paths (plain text), and the native `/api/v1/ecmper/...` for the same operations;
+//! - [`iptfs`]: the `iptfs` stage's SA counters at `GET /api/v1/iptfs`;
 //! - [`metrics`]: `GET /metrics` in the Prometheus text format;
 //! - [`client`]: a blocking client for all of the above (used by `switchboard ctl`, tests and
 //!   demos).
@@ -33,6 +34,7 @@ pub mod api;
 pub mod client;
 pub mod compat;
 pub mod error;
+pub mod iptfs;
 pub mod metrics;
 pub mod native;
 pub mod state;
@@ -56,6 +58,7 @@ pub fn app(switch: Arc<Switch>) -> Router {
         .nest("/api/v1/ecmper", compat::c4bmv2::native_router())
         .merge(compat::p4cf::router())
         .merge(compat::c4bmv2::router())
+        .merge(iptfs::router())
         .merge(metrics::router())
         .fallback(|method: Method, uri: Uri| async move {
             AppError::NotFound(format!("no endpoint {method} {uri}"))

@@ -194,5 +194,6 @@ pub fn render(switch: &Switch) -> String {
     for (name, _, _, size) in &tables {
         let _ = writeln!(out, "switchboard_table_size{{table=\"{name}\"}} {size}");
     }
+    crate::iptfs::render_metrics(switch, &mut out);
     out
 }

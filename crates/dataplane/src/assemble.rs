@@ -11,7 +11,7 @@ use crate::counters::PortCounters;
 use crate::engine::{IdleMode, Worker};
 use crate::port::{Port, PortError};
 use crate::stage::Stage;
-use crate::stages::{arp_forward, ecmper, forward, load_balancer};
+use crate::stages::{arp_forward, ecmper, forward, iptfs, load_balancer};
 use crate::switch::{PortInfo, StageInfo, Switch};
 
 /// Names of the stages this build knows, for error messages and the API.
@@ -19,6 +19,7 @@ pub const STAGE_NAMES: &[&str] = &[
     arp_forward::TABLE,
     ecmper::STAGE,
     forward::TABLE,
+    iptfs::STAGE,
     load_balancer::STAGE,
 ];
 
@@ -31,11 +32,14 @@ pub struct Assembled {
     pub realtime_priority: Option<u8>,
 }
 
-/// Build a stage by name, creating and registering its tables.
+/// Build a stage by name, creating and registering its tables. The `iptfs` stage's counter
+/// handle goes to `iptfs_handle`, to be registered once the switch exists.
 fn make_stage(
     name: &str,
     opts: Option<&toml::Value>,
     tables: &mut Tables,
+    port_ids: &[u16],
+    iptfs_handle: &mut Option<Arc<iptfs::IptfsHandle>>,
 ) -> Result<(Box<dyn Stage>, Vec<String>), String> {
     let mut table = |schema| -> Result<Arc<Table>, String> {
         let t = Table::new(schema).map_err(|e| e.to_string())?;
@@ -88,6 +92,20 @@ fn make_stage(
             let cfg = ecmper::EcmperConfig::from_options(opts)?;
             let built = ecmper::Ecmper::build(cfg, table)?;
             Ok((Box::new(built.stage), built.tables))
+        }
+        iptfs::STAGE => {
+            let st = iptfs::Iptfs::from_options(opts)?;
+            // (No ports at all: table-only library use, as for entries.)
+            if let Some(p) = st
+                .ports()
+                .find(|p| !port_ids.is_empty() && !port_ids.contains(p))
+            {
+                return Err(format!(
+                    "an SA sends out of port {p}, which the switch does not have"
+                ));
+            }
+            *iptfs_handle = Some(Arc::clone(st.handle()));
+            Ok((Box::new(st), Vec::new()))
         }
         other => Err(format!(
             "unknown stage '{other}' (known: {})",
@@ -259,6 +277,8 @@ pub fn assemble_with_ports(
     let mut tables = Tables::new();
     let mut stages = Vec::new();
     let mut pipeline = Vec::new();
+    let mut iptfs_handle = None;
+    let port_ids: Vec<u16> = ports.iter().map(|p| p.id()).collect();
     if cfg.pipeline.stages.is_empty() {
         return Err(cfg.field_error(
             cfg.offset_of_line("stages"),
@@ -267,7 +287,14 @@ pub fn assemble_with_ports(
         ));
     }
     for (i, name) in cfg.pipeline.stages.iter().enumerate() {
-        let (st, tnames) = make_stage(name, cfg.stage.get(name), &mut tables).map_err(|m| {
+        let (st, tnames) = make_stage(
+            name,
+            cfg.stage.get(name),
+            &mut tables,
+            &port_ids,
+            &mut iptfs_handle,
+        )
+        .map_err(|m| {
             let at = cfg
                 .offset_of_line(&format!("[stage.{name}]"))
                 .max(cfg.offset_of_line("stages"));
@@ -311,6 +338,9 @@ pub fn assemble_with_ports(
         stop: Arc::new(AtomicBool::new(false)),
         started: Instant::now(),
     };
+    if let Some(h) = iptfs_handle {
+        iptfs::handle::register(&switch.stop, h);
+    }
     check_members_and_groups(cfg, &switch)?;
     // Check each initial entry on its own first, so the error points at its line.
     for (i, se) in cfg.entries.iter().enumerate() {

@@ -6,14 +6,14 @@
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use packet::{PacketBuf, Pool};
 
 use crate::counters::PortCounters;
 use crate::meta::{DropReason, Egress, Flow, Meta};
 use crate::port::{Port, PortError};
-use crate::stage::Stage;
+use crate::stage::{Emit, Stage};
 
 /// Frames taken from one port per round.
 pub const RX_BATCH: usize = 256;
@@ -54,6 +54,12 @@ pub struct Worker {
     summary: WorkerSummary,
     /// When each port last logged an I/O error (rate limit).
     last_error_log: Vec<Option<std::time::Instant>>,
+    /// Indexes of the stages that asked to be polled every round ([`Stage::wants_poll`]).
+    polled: Vec<usize>,
+    /// Packets those stages generated, with their egress port, until they are queued.
+    emitted: Vec<(u16, PacketBuf)>,
+    /// The earliest time a polled stage asked to run again.
+    deadline: Option<Instant>,
 }
 
 impl Worker {
@@ -73,6 +79,9 @@ impl Worker {
             .map(|_| Vec::with_capacity(RX_BATCH * 4))
             .collect();
         let last_error_log = vec![None; ports.len()];
+        let polled = (0..stages.len())
+            .filter(|&i| stages[i].wants_poll())
+            .collect();
         Worker {
             ports,
             counters,
@@ -84,6 +93,9 @@ impl Worker {
             idle,
             summary: WorkerSummary::default(),
             last_error_log,
+            polled,
+            emitted: Vec::new(),
+            deadline: None,
         }
     }
 
@@ -98,6 +110,7 @@ impl Worker {
             let n = self.poll_once()?;
             if n == 0 {
                 if stop_at_eof && self.ports.iter().all(|p| p.rx_exhausted()) {
+                    self.finish_stages();
                     break;
                 }
                 self.wait_idle()?;
@@ -142,6 +155,9 @@ impl Worker {
                 self.handle(pkt, i);
             }
             self.rx = batch;
+        }
+        if !self.polled.is_empty() {
+            self.poll_stages(Instant::now());
         }
         self.transmit();
         self.summary.packets += total as u64;
@@ -195,7 +211,46 @@ impl Worker {
                 }
             }
             Egress::Drop(r) => self.drop_pkt(pkt, in_idx, r),
+            Egress::Consumed => self.pool.put(pkt),
             Egress::Unset => self.drop_pkt(pkt, in_idx, DropReason::NoEgress),
+        }
+    }
+
+    /// Let the stages that asked for it emit generated packets and run their timers.
+    fn poll_stages(&mut self, now: Instant) {
+        let mut deadline: Option<Instant> = None;
+        for &i in &self.polled {
+            let mut out = Emit::new(&mut self.pool, &mut self.emitted);
+            if let Some(t) = self.stages[i].poll(now, &mut out) {
+                deadline = Some(deadline.map_or(t, |d| d.min(t)));
+            }
+        }
+        self.deadline = deadline;
+        self.queue_emitted();
+    }
+
+    /// End of input: the stages emit what their timers would have sent later, then it is sent.
+    fn finish_stages(&mut self) {
+        if self.polled.is_empty() {
+            return;
+        }
+        let now = Instant::now();
+        for &i in &self.polled {
+            let mut out = Emit::new(&mut self.pool, &mut self.emitted);
+            self.stages[i].finish(now, &mut out);
+        }
+        self.deadline = None;
+        self.queue_emitted();
+        self.transmit();
+    }
+
+    /// Move generated packets to their ports' tx queues (unknown ports: the buffer goes back).
+    fn queue_emitted(&mut self) {
+        for (port, pkt) in self.emitted.drain(..) {
+            match self.slot.get(usize::from(port)).copied().unwrap_or(0) {
+                0 => self.pool.put(pkt),
+                s => self.tx[usize::from(s) - 1].push(pkt),
+            }
         }
     }
 
@@ -272,11 +327,34 @@ impl Worker {
                 None => {}
             }
         }
+        // A stage timer (a tunnel's next constant-rate slot) shortens the wait.
+        let until = self
+            .deadline
+            .map(|d| d.saturating_duration_since(Instant::now()));
+        if until == Some(Duration::ZERO) {
+            return Ok(());
+        }
         if polled || fds.is_empty() {
-            std::thread::sleep(Duration::from_micros(200));
+            let nap = Duration::from_micros(200);
+            std::thread::sleep(until.map_or(nap, |u| u.min(nap)));
         } else {
-            // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs for the call's duration.
-            unsafe { libc::poll(fds.as_mut_ptr(), fds.len() as libc::nfds_t, 5) };
+            let wait = until.map_or(Duration::from_millis(5), |u| {
+                u.min(Duration::from_millis(5))
+            });
+            let ts = libc::timespec {
+                tv_sec: 0,
+                tv_nsec: wait.subsec_nanos() as libc::c_long,
+            };
+            // SAFETY: `fds` is a valid array of `fds.len()` pollfd structs and `ts` a valid
+            // timespec for the call's duration; a null sigmask leaves the mask unchanged.
+            unsafe {
+                libc::ppoll(
+                    fds.as_mut_ptr(),
+                    fds.len() as libc::nfds_t,
+                    &ts,
+                    std::ptr::null(),
+                )
+            };
         }
         Ok(())
     }

@@ -27,6 +27,18 @@ pub enum DropReason {
     EcmperNoGeneration,
     /// `ecmper` resilient mode: TTL 1 on arrival, so forwarding would send TTL 0.
     TtlExpired,
+    /// `iptfs`: an inner packet larger than the SA's tunnel MTU (dont-frag or plain mode)
+    /// that got no ICMP too-big (outer and inner families differ, or it is an ICMP error).
+    IptfsTooBig,
+    /// `iptfs`: the SA's send queue is full (Linux `XfrmOutNoQueueSpace`).
+    IptfsQueueFull,
+    /// `iptfs`: a packet to tunnel whose IP length field disagrees with its size.
+    IptfsBadInner,
+    /// `iptfs`: ESP to a local tunnel address with an SPI no inbound SA has.
+    IptfsUnknownSpi,
+    /// `iptfs`: an inbound ESP packet the SA refused (truncated, bad ICV, replayed, bad
+    /// AGGFRAG header...); the SA's counters say which.
+    IptfsRxError,
 }
 
 /// Reasons that are not parse errors, in counter order after the parse reasons.
@@ -41,6 +53,11 @@ const OWN_REASONS: &[DropReason] = &[
     DropReason::EcmperNeighMiss,
     DropReason::EcmperNoGeneration,
     DropReason::TtlExpired,
+    DropReason::IptfsTooBig,
+    DropReason::IptfsQueueFull,
+    DropReason::IptfsBadInner,
+    DropReason::IptfsUnknownSpi,
+    DropReason::IptfsRxError,
 ];
 
 impl DropReason {
@@ -83,6 +100,11 @@ impl DropReason {
             DropReason::EcmperNeighMiss => "ecmper_neigh_miss",
             DropReason::EcmperNoGeneration => "ecmper_no_generation",
             DropReason::TtlExpired => "ttl_expired",
+            DropReason::IptfsTooBig => "iptfs_too_big",
+            DropReason::IptfsQueueFull => "iptfs_queue_full",
+            DropReason::IptfsBadInner => "iptfs_bad_inner",
+            DropReason::IptfsUnknownSpi => "iptfs_unknown_spi",
+            DropReason::IptfsRxError => "iptfs_rx_error",
         }
     }
 }
@@ -98,6 +120,8 @@ pub enum Egress {
     Flood { except_ingress: bool },
     /// Dropped for a reason.
     Drop(DropReason),
+    /// Taken by a stage (e.g. queued into a tunnel): not sent, not counted as a drop.
+    Consumed,
 }
 
 /// Whether the pipeline goes on to the next stage (P4's `exit` is [`Flow::Exit`]).

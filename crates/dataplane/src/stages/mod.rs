@@ -3,4 +3,5 @@
 pub mod arp_forward;
 pub mod ecmper;
 pub mod forward;
+pub mod iptfs;
 pub mod load_balancer;
