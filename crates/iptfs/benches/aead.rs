@@ -7,31 +7,38 @@ use std::hint::black_box;
 const KEY128: [u8; 16] = *b"JPjyOWBeVEQiMe7h";
 const SIZES: [usize; 2] = [64, 1448];
 
+/// ring and aws-lc-rs share one AEAD API, so one body measures both.
+macro_rules! ring_api_bench {
+    ($c:expr, $name:literal, $krate:ident) => {{
+        use $krate::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
+        let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &KEY128).unwrap());
+        let mut g = $c.benchmark_group("aead_seal");
+        for &n in &SIZES {
+            g.throughput(Throughput::Bytes(n as u64));
+            let mut buf = vec![0u8; n];
+            let mut ctr = 0u64;
+            g.bench_with_input(BenchmarkId::new($name, n), &n, |b, _| {
+                b.iter(|| {
+                    ctr += 1;
+                    let mut nonce = [0u8; 12];
+                    nonce[4..].copy_from_slice(&ctr.to_be_bytes());
+                    let tag = key
+                        .seal_in_place_separate_tag(
+                            Nonce::assume_unique_for_key(nonce),
+                            Aad::from(&[1u8; 8]),
+                            &mut buf,
+                        )
+                        .unwrap();
+                    let _ = black_box(tag);
+                })
+            });
+        }
+        g.finish();
+    }};
+}
+
 fn ring_bench(c: &mut Criterion) {
-    use ring::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &KEY128).unwrap());
-    let mut g = c.benchmark_group("aead_seal");
-    for &n in &SIZES {
-        g.throughput(Throughput::Bytes(n as u64));
-        let mut buf = vec![0u8; n];
-        let mut ctr = 0u64;
-        g.bench_with_input(BenchmarkId::new("ring", n), &n, |b, _| {
-            b.iter(|| {
-                ctr += 1;
-                let mut nonce = [0u8; 12];
-                nonce[4..].copy_from_slice(&ctr.to_be_bytes());
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(&[1u8; 8]),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let _ = black_box(tag);
-            })
-        });
-    }
-    g.finish();
+    ring_api_bench!(c, "ring", ring);
 }
 
 fn rustcrypto_bench(c: &mut Criterion) {
@@ -60,30 +67,7 @@ fn rustcrypto_bench(c: &mut Criterion) {
 
 #[cfg(feature = "aws-lc")]
 fn awslc_bench(c: &mut Criterion) {
-    use aws_lc_rs::aead::{AES_128_GCM, Aad, LessSafeKey, Nonce, UnboundKey};
-    let key = LessSafeKey::new(UnboundKey::new(&AES_128_GCM, &KEY128).unwrap());
-    let mut g = c.benchmark_group("aead_seal");
-    for &n in &SIZES {
-        g.throughput(Throughput::Bytes(n as u64));
-        let mut buf = vec![0u8; n];
-        let mut ctr = 0u64;
-        g.bench_with_input(BenchmarkId::new("aws-lc-rs", n), &n, |b, _| {
-            b.iter(|| {
-                ctr += 1;
-                let mut nonce = [0u8; 12];
-                nonce[4..].copy_from_slice(&ctr.to_be_bytes());
-                let tag = key
-                    .seal_in_place_separate_tag(
-                        Nonce::assume_unique_for_key(nonce),
-                        Aad::from(&[1u8; 8]),
-                        &mut buf,
-                    )
-                    .unwrap();
-                let _ = black_box(tag);
-            })
-        });
-    }
-    g.finish();
+    ring_api_bench!(c, "aws-lc-rs", aws_lc_rs);
 }
 
 #[cfg(not(feature = "aws-lc"))]
