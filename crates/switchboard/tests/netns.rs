@@ -134,6 +134,16 @@ fn example_copy(name: &str, api: &str) -> TempDir {
     example_copy_of("p4containerflow", name, api)
 }
 
+/// Removes a lab by name when dropped, also when the test fails (for tests whose lab is built
+/// by a demo rather than by [`TestLab`]).
+struct LabDown(&'static str);
+
+impl Drop for LabDown {
+    fn drop(&mut self) {
+        let _ = Command::new(bin()).args(["lab", "down", self.0]).output();
+    }
+}
+
 impl TestLab {
     fn up(name: &str) -> TestLab {
         let port = free_port();
@@ -638,13 +648,7 @@ fn live_migration_under_load_loses_nothing() {
     let name = "tmig";
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy(name, &api);
-    struct Down(&'static str);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = Command::new(bin()).args(["lab", "down", self.0]).output();
-        }
-    }
-    let _down = Down(name);
+    let _down = LabDown(name);
     let json_path = dir.0.join("result.json");
     let out = Command::new(bin())
         .args(["demo", "migration", "--runs", "2", "--connections", "4"])
@@ -702,13 +706,7 @@ fn ecmper_demo_agent_saves_moved_connections() {
     let name = "tecmp";
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy_of("ecmper", name, &api);
-    struct Down(&'static str);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = Command::new(bin()).args(["lab", "down", self.0]).output();
-        }
-    }
-    let _down = Down(name);
+    let _down = LabDown(name);
     let json_path = dir.0.join("result.json");
     let out = Command::new(bin())
         .args([
@@ -760,13 +758,7 @@ fn iptfs_tunnel_carries_ping_and_tcp_and_tshark_decrypts_it() {
     let name = "tiptfs";
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy_of("iptfs", name, &api);
-    struct Down(&'static str);
-    impl Drop for Down {
-        fn drop(&mut self) {
-            let _ = Command::new(bin()).args(["lab", "down", self.0]).output();
-        }
-    }
-    let _down = Down(name);
+    let _down = LabDown(name);
     let out = Command::new(bin())
         .args(["lab", "up", "--replace"])
         .arg(dir.0.join("topology.toml"))
