@@ -307,6 +307,12 @@ impl Client {
         self.call(Method::Get, "/api/v1/pipeline", None)
     }
 
+    /// The IP-TFS stage's SAs with their counters (`{"sas": [...]}`); 404 when the pipeline
+    /// has no `iptfs` stage.
+    pub fn iptfs(&self) -> ClientResult<Value> {
+        self.call(Method::Get, "/api/v1/iptfs", None)
+    }
+
     /// Decodes an answer into its typed form from [`crate::api`], e.g.
     /// `Client::decode::<Vec<TableSummary>>(c.tables()?)`.
     pub fn decode<T: DeserializeOwned>(v: Value) -> ClientResult<T> {

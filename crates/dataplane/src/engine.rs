@@ -60,6 +60,10 @@ pub struct Worker {
     emitted: Vec<(u16, PacketBuf)>,
     /// The earliest time a polled stage asked to run again.
     deadline: Option<Instant>,
+    /// Traffic arrived since the backends' error counters were last published: publish them
+    /// before sleeping, or drops in the last burst before a quiet spell (kernel ring
+    /// overruns) would stay invisible until the next 1024 busy rounds.
+    stats_dirty: bool,
 }
 
 impl Worker {
@@ -96,6 +100,7 @@ impl Worker {
             polled,
             emitted: Vec::new(),
             deadline: None,
+            stats_dirty: false,
         }
     }
 
@@ -112,6 +117,9 @@ impl Worker {
                 if stop_at_eof && self.ports.iter().all(|p| p.rx_exhausted()) {
                     self.finish_stages();
                     break;
+                }
+                if std::mem::take(&mut self.stats_dirty) {
+                    self.publish_port_stats();
                 }
                 self.wait_idle()?;
             }
@@ -163,6 +171,9 @@ impl Worker {
         self.summary.packets += total as u64;
         if self.summary.rounds.is_multiple_of(STATS_EVERY) {
             self.publish_port_stats();
+            self.stats_dirty = false;
+        } else if total > 0 {
+            self.stats_dirty = true;
         }
         Ok(total)
     }

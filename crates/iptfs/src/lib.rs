@@ -51,7 +51,9 @@ pub use aggfrag::CcInfo;
 pub use error::{Error, Result};
 pub use esp::{Algorithm, EspInbound, EspOutbound, Opened, ReplayWindow, SaKey};
 pub use receiver::{Receiver, ReceiverConfig, RxCounters};
-pub use sender::{Framer, MAX_INNER_LEN, Poll, SendMode, Sender, SenderConfig, Sent, TxCounters};
+pub use sender::{
+    CATCH_UP_SLOTS, Framer, MAX_INNER_LEN, Poll, SendMode, Sender, SenderConfig, Sent, TxCounters,
+};
 
 /// Time in nanoseconds from an arbitrary monotonic origin chosen by the caller.
 pub type Nanos = u64;

@@ -5,7 +5,7 @@ mod common;
 use common::*;
 use iptfs::esp::{NH_AGGFRAG, NH_IPV4, NH_IPV6};
 use iptfs::testutil::{ipv4_packet, ipv6_packet};
-use iptfs::{Error, Framer, Poll, ReceiverConfig, SendMode, SenderConfig};
+use iptfs::{CATCH_UP_SLOTS, Error, Framer, Poll, ReceiverConfig, SendMode, Sender, SenderConfig};
 
 fn pkt(v6: bool, len: usize, tag: u32) -> Vec<u8> {
     if v6 {
@@ -431,6 +431,41 @@ fn constant_rate_all_pad_and_rate() {
         SendMode::ConstantRate { interval }
     );
     assert_eq!(c.missed_slots, 0);
+}
+
+/// A caller woken a few slots late gets those slots back to back (the rate over the second
+/// holds); one woken further behind than CATCH_UP_SLOTS loses only the excess, counted.
+#[test]
+fn constant_rate_late_poll_catches_up_then_skips() {
+    let interval = 1_000_000;
+    let mut tx = sender(cbr(1500, false));
+    let mut buf = vec![0u8; tx.max_esp_len()];
+    let mut drain = |tx: &mut Sender, now: u64| {
+        let mut n = 0;
+        while let Poll::Send(_) = tx.poll(now, &mut buf).unwrap() {
+            n += 1;
+        }
+        n
+    };
+    assert_eq!(drain(&mut tx, 0), 1, "the first slot is now");
+    // Woken 3.5 slots after the next one was due: that slot and the 3 after it.
+    assert_eq!(drain(&mut tx, interval + 3 * interval + interval / 2), 4);
+    assert_eq!(tx.counters().late_slots, 3);
+    assert_eq!(tx.counters().missed_slots, 0);
+    // On time again: one per slot.
+    assert_eq!(drain(&mut tx, 5 * interval), 1);
+    // Woken 20 slots late: CATCH_UP_SLOTS + 1 go out, the rest are skipped.
+    let behind = 20;
+    assert_eq!(
+        drain(&mut tx, (6 + behind) * interval),
+        CATCH_UP_SLOTS as usize + 1
+    );
+    assert_eq!(tx.counters().missed_slots, behind - CATCH_UP_SLOTS);
+    assert_eq!(tx.counters().late_slots, 3 + CATCH_UP_SLOTS);
+    // The schedule continues from the last slot sent, one interval on.
+    assert_eq!(drain(&mut tx, (7 + behind) * interval - 1), 0);
+    assert_eq!(drain(&mut tx, (7 + behind) * interval), 1);
+    assert_eq!(tx.counters().outer_packets, 1 + 4 + 1 + 9 + 1);
 }
 
 #[test]

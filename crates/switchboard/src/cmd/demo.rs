@@ -18,15 +18,15 @@ use super::lab::{log_path, switch_launcher, wait_for_api};
 #[derive(clap::Args)]
 pub struct DemoArgs {
     /// Which demo: `p4containerflow` (forwarding, /updateForward), `migration` (the live
-    /// migration experiment) or `ecmper` (ECMP-ER demos 1 and 2).
+    /// migration experiment), `ecmper` (ECMP-ER demos 1 and 2) or `iptfs` (the IP-TFS tunnel).
     #[arg(default_value = "p4containerflow")]
     pub which: String,
     /// The example directory holding topology.toml and switch.toml.
     #[arg(long)]
     pub example: Option<PathBuf>,
-    /// p4containerflow: seconds of TCP transfer per iperf3 run.
-    #[arg(long, default_value_t = 2)]
-    pub seconds: u32,
+    /// p4containerflow, iptfs: seconds of TCP transfer per iperf3 run (default 2, iptfs 5).
+    #[arg(long)]
+    pub seconds: Option<u32>,
     /// migration: how many migrations (alternating lakewood <-> loveland).
     #[arg(long, default_value_t = 5)]
     pub runs: usize,
@@ -67,7 +67,23 @@ pub struct DemoArgs {
     /// ecmper: seconds between server-set changes during ApacheBench.
     #[arg(long, default_value_t = 1.0)]
     pub flap_interval_s: f64,
-    /// migration, ecmper: also write the summary (runs, drops, holes, downtime_ms, phases) as JSON.
+    /// iptfs: which phases, comma-separated (default all): tunnel, constant-rate,
+    /// small-packets, baselines.
+    #[arg(long)]
+    pub phases: Option<String>,
+    /// iptfs: outer packets per second of the constant-rate phase.
+    #[arg(long, default_value_t = 1000)]
+    pub rate_pps: u64,
+    /// iptfs: outer IP packet size of the constant-rate phase, octets.
+    #[arg(long, default_value_t = 1400)]
+    pub outer_size: usize,
+    /// iptfs: seconds per inner load level of the constant-rate phase.
+    #[arg(long, default_value_t = 3.0)]
+    pub level_s: f64,
+    /// iptfs: seconds of 64-byte flood per mode in the small-packets phase.
+    #[arg(long, default_value_t = 2.0)]
+    pub blast_s: f64,
+    /// migration, ecmper, iptfs: also write the summary (runs, drops, holes, downtime_ms, phases) as JSON.
     #[arg(long)]
     pub json: Option<PathBuf>,
 }
@@ -263,8 +279,11 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
     match a.which.as_str() {
         "migration" => return super::demo_migration::run(&a),
         "ecmper" => return super::demo_ecmper::run(&a),
+        "iptfs" => return super::demo_iptfs::run(&a),
         "p4containerflow" => {}
-        other => bail!("unknown demo '{other}' (known: p4containerflow, migration, ecmper)"),
+        other => {
+            bail!("unknown demo '{other}' (known: p4containerflow, migration, ecmper, iptfs)")
+        }
     }
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
@@ -290,7 +309,7 @@ pub fn run(a: DemoArgs) -> anyhow::Result<()> {
         total: 7,
         summary: Vec::new(),
     };
-    let res = demo_steps(&mut d, &topo, &sw.name, &api_addr, a.seconds);
+    let res = demo_steps(&mut d, &topo, &sw.name, &api_addr, a.seconds.unwrap_or(2));
     d.step("tearing the lab down");
     let Demo { lab, summary, .. } = d;
     lab.down()?;

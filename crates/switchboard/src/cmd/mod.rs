@@ -2,6 +2,7 @@ pub mod bench;
 pub mod ctl;
 pub mod demo;
 pub mod demo_ecmper;
+pub mod demo_iptfs;
 pub mod demo_migration;
 pub mod lab;
 pub mod migrate;
