@@ -50,7 +50,10 @@ fn direction(s: &SaStats) -> &'static str {
 
 /// Appends the iptfs series to a `/metrics` body (nothing when there is no iptfs stage):
 /// `switchboard_iptfs_sa_info`, `switchboard_iptfs_sa_seq`, `switchboard_iptfs_sa_queued_bytes`
-/// and one `switchboard_iptfs_<counter>_total{sa,direction}` family per counter name.
+/// and one `switchboard_iptfs_<counter>_total{sa,direction}` family per counter name (the
+/// codec's and the stage's, e.g. `ttl_expired`, `ecn_marked`, `ecn_dropped`,
+/// `outer_addr_mismatch`; every SA lists every name of its direction, zeros included, so a
+/// dashboard sees the series before the first event).
 pub fn render_metrics(switch: &Switch, out: &mut String) {
     let Some(h) = handle_of(switch) else {
         return;
@@ -197,6 +200,12 @@ src_mac = "02:00:00:00:00:01"
             f.extend(iptfs_inner(100 + tag));
             handles[0].inject(&f);
         }
+        // TTL 1: a router cannot forward it into the tunnel (counted, not sent).
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 8, 0];
+        let mut expiring = iptfs_inner(100);
+        expiring[8] = 1;
+        f.extend(expiring);
+        handles[0].inject(&f);
         while handles[0].pending() > 0 {
             a.worker.poll_once().unwrap();
         }
@@ -216,6 +225,15 @@ src_mac = "02:00:00:00:00:01"
         assert_eq!(sas[0]["counters"]["outer_packets"], 1);
         assert_eq!(sas[1]["direction"], "in");
         assert_eq!(sas[1]["counters"]["bad_icv"], 0);
+        assert_eq!(sas[0]["counters"]["ttl_expired"], 1);
+        for c in [
+            "ttl_expired",
+            "ecn_marked",
+            "ecn_dropped",
+            "outer_addr_mismatch",
+        ] {
+            assert_eq!(sas[1]["counters"][c], 0, "{c} listed for the in SA");
+        }
         let (s, text) = get(&app, "/metrics").await;
         assert_eq!(s, StatusCode::OK);
         assert!(text.contains(
@@ -229,6 +247,17 @@ src_mac = "02:00:00:00:00:01"
             text.contains("switchboard_iptfs_bad_icv_total{sa=\"r2-to-r1\",direction=\"in\"} 0\n")
         );
         assert!(text.contains("spi=\"0xaaa\",mode=\"demand\""));
+        assert!(text.contains(
+            "switchboard_iptfs_ttl_expired_total{sa=\"r1-to-r2\",direction=\"out\"} 1\n"
+        ));
+        for c in ["ecn_marked", "ecn_dropped", "outer_addr_mismatch"] {
+            assert!(
+                text.contains(&format!(
+                    "switchboard_iptfs_{c}_total{{sa=\"r2-to-r1\",direction=\"in\"}} 0\n"
+                )),
+                "{c} in /metrics"
+            );
+        }
     }
 
     /// A minimal IPv4 packet of `len` octets to 10.0.2.4.

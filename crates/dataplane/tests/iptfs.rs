@@ -14,7 +14,7 @@ use std::sync::atomic::AtomicBool;
 use dataplane::stage::Emit;
 use dataplane::stages::iptfs::{Iptfs, handle_of};
 use dataplane::{DropReason, Egress, Flow, Meta, SwitchConfig, assemble};
-use iptfs::testutil::{ipv4_packet, ipv6_packet};
+use iptfs::testutil::ipv6_packet;
 use iptfs::{EspInbound, EspOutbound, Nanos, Poll, Receiver, ReceiverConfig, SaKey, Sender};
 use packet::{PacketBuf, Pool};
 
@@ -24,6 +24,44 @@ const MS: Nanos = 1_000_000;
 const R1_MAC: &str = "02:00:00:00:01:01";
 const R2_MAC: &str = "02:00:00:00:02:02";
 const H_MAC: &str = "02:00:00:00:00:99";
+
+/// The codec's IPv4 test packet with a valid header checksum (a router would drop one
+/// without).
+fn v4(len: usize, tag: u32) -> Vec<u8> {
+    let mut p = iptfs::testutil::ipv4_packet(len, tag);
+    set_ipv4_checksum(&mut p);
+    p
+}
+
+/// Recomputes an IPv4 header checksum from scratch (the stage updates it incrementally).
+fn set_ipv4_checksum(p: &mut [u8]) {
+    let ihl = usize::from(p[0] & 0x0f) * 4;
+    p[10..12].fill(0);
+    let mut sum: u32 = p[..ihl]
+        .chunks(2)
+        .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+        .sum();
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    p[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+}
+
+/// `p` as it leaves after `n` routers: TTL / hop limit down by `n`, IPv4 checksum recomputed.
+fn hops(p: &[u8], n: u8) -> Vec<u8> {
+    let mut p = p.to_vec();
+    if p[0] >> 4 == 4 {
+        p[8] -= n;
+        set_ipv4_checksum(&mut p);
+    } else {
+        p[7] -= n;
+    }
+    p
+}
+
+fn all_hops(ps: &[Vec<u8>], n: u8) -> Vec<Vec<u8>> {
+    ps.iter().map(|p| hops(p, n)).collect()
+}
 
 fn mac(s: &str) -> [u8; 6] {
     let m: packet::wire::EthernetAddress = s.parse().unwrap();
@@ -169,7 +207,7 @@ fn inners(n: usize) -> Vec<Vec<u8>> {
             if i % 3 == 2 {
                 ipv6_packet(60 + 37 * i as usize, i)
             } else {
-                ipv4_packet(40 + 53 * i as usize, i)
+                v4(40 + 53 * i as usize, i)
             }
         })
         .collect()
@@ -261,7 +299,11 @@ fn pcap_inner_in_esp_out() {
         assert_eq!(&f[6..12], &mac(R1_MAC));
     }
     let (got, rx) = decode(esp, 0xAAA, false);
-    assert_eq!(got, inner);
+    assert_eq!(
+        got,
+        all_hops(&inner, 1),
+        "r1 forwarded them: TTL / hop limit - 1"
+    );
     assert_eq!(rx.counters().missed_packets, 0);
 }
 
@@ -319,7 +361,7 @@ fn pcap_esp_in_inner_out() {
             [8, 0]
         };
         assert_eq!(&g[12..14], &et);
-        assert_eq!(&g[14..], &want[..]);
+        assert_eq!(&g[14..], &hops(want, 1)[..], "r1 forwarded it");
     }
 }
 
@@ -359,7 +401,7 @@ fn back_to_back_sizes_constant_rate() {
                     if v6_inner {
                         ipv6_packet(n, i as u32)
                     } else {
-                        ipv4_packet(n, i as u32)
+                        v4(n, i as u32)
                     }
                 })
                 .collect();
@@ -391,7 +433,11 @@ fn back_to_back_sizes_constant_rate() {
                 }
                 now = next.expect("constant rate always has a next slot");
             }
-            assert_eq!(got, inner, "v6 outer {v6_outer}, v6 inner {v6_inner}");
+            assert_eq!(
+                got,
+                all_hops(&inner, 2),
+                "v6 outer {v6_outer}, v6 inner {v6_inner}"
+            );
             let total: usize = inner.iter().map(Vec::len).sum();
             let cap = if v6_outer { 1422 } else { 1442 };
             assert_eq!(outers, total.div_ceil(cap) + 1, "packed, then one all-pad");
@@ -415,7 +461,7 @@ fn back_to_back_sizes_demand() {
     let inner: Vec<Vec<u8>> = (28..=1446)
         .step_by(11)
         .enumerate()
-        .map(|(i, n)| ipv4_packet(n, i as u32))
+        .map(|(i, n)| v4(n, i as u32))
         .collect();
     for p in &inner {
         r1.input(0, &eth(R1_MAC, H_MAC, p));
@@ -433,7 +479,7 @@ fn back_to_back_sizes_demand() {
         .map(|(_, d)| d[14..].to_vec())
         .collect();
     got.extend(r2.finish(0).into_iter().map(|(_, d)| d[14..].to_vec()));
-    assert_eq!(got, inner);
+    assert_eq!(got, all_hops(&inner, 2));
 }
 
 fn ping4(seq: u16, reply: bool) -> Vec<u8> {
@@ -555,7 +601,7 @@ fn ten_pings_two_outers_each_way() {
             } else {
                 ping6(seq, false)
             };
-            assert_eq!(f[14..], want[..]);
+            assert_eq!(f[14..], hops(&want, 2)[..], "r1 and r2 forwarded it");
             let reply = if burst == 0 {
                 ping4(seq, true)
             } else {
@@ -574,7 +620,7 @@ fn ten_pings_two_outers_each_way() {
         let (at_h1, _) = r1.poll(start + 301 * MS);
         assert_eq!(at_h1.len(), 5);
         for (i, (_, f)) in at_h1.iter().enumerate() {
-            assert_eq!(f[14..], replies[burst as usize * 5 + i][..]);
+            assert_eq!(f[14..], hops(&replies[burst as usize * 5 + i], 2)[..]);
         }
     }
     assert_eq!(fwd_outers, 2, "r1 -> r2 outers");
@@ -614,7 +660,7 @@ fn malformed_esp_counted_and_dropped() {
         EspOutbound::new(0xBBB, &key, false).unwrap(),
     )
     .unwrap();
-    let inner = ipv4_packet(300, 1);
+    let inner = v4(300, 1);
     tx.push(0, &inner).unwrap();
     let mut buf = vec![0u8; 1500];
     let Poll::Send(s) = tx.poll(0, &mut buf).unwrap() else {
@@ -635,7 +681,7 @@ fn malformed_esp_counted_and_dropped() {
     rig.send(140, &esp_frame(&good));
     let out = rig.sent(132);
     assert_eq!(out.len(), 1);
-    assert_eq!(out[0][14..], inner[..]);
+    assert_eq!(out[0][14..], hops(&inner, 1)[..]);
     rig.send(140, &esp_frame(&good));
     // Unknown SPI.
     let mut other = good.clone();
@@ -689,11 +735,11 @@ fn unmatched_traffic_continues() {
     assert_eq!(rig.sent(140).len(), 1);
     assert!(rig.sent(148).is_empty());
     // Tunnelled: consumed by the stage, one outer on 148, nothing counted as a drop.
-    let t = eth(R1_MAC, H_MAC, &ipv4_packet(100, 5));
+    let t = eth(R1_MAC, H_MAC, &v4(100, 5));
     rig.send(132, &t);
     let esp = rig.sent(148);
     assert_eq!(esp.len(), 1);
-    assert_eq!(decode(&esp, 0xAAA, false).0, vec![ipv4_packet(100, 5)]);
+    assert_eq!(decode(&esp, 0xAAA, false).0, vec![hops(&v4(100, 5), 1)]);
     let c = rig.sw.port(132).unwrap().counters.snapshot();
     assert_eq!(c.rx_dropped, 0);
 }
@@ -839,10 +885,7 @@ fn two_switches_back_to_back() {
         let mut r2 = Rig::from_config(
             &(String::from(head) + &sa("t", "in", 0x80000AAA, b, a, 132, (H_MAC, R2_MAC), "")),
         );
-        let mut inner: Vec<Vec<u8>> = (28..=1446)
-            .step_by(11)
-            .map(|n| ipv4_packet(n, n as u32))
-            .collect();
+        let mut inner: Vec<Vec<u8>> = (28..=1446).step_by(11).map(|n| v4(n, n as u32)).collect();
         inner.extend((48..=1446).step_by(11).map(|n| ipv6_packet(n, n as u32)));
         // Ten at a time, so some outers aggregate several inners.
         let mut outers = 0;
@@ -861,7 +904,7 @@ fn two_switches_back_to_back() {
             }
             got.extend(r2.sent(132).into_iter().map(|f| f[14..].to_vec()));
         }
-        assert_eq!(got, inner, "{mode}, v6 outer {v6_outer}");
+        assert_eq!(got, all_hops(&inner, 2), "{mode}, v6 outer {v6_outer}");
         if mode == "plain" {
             assert_eq!(outers, inner.len());
         } else {
@@ -875,13 +918,13 @@ fn two_switches_back_to_back() {
 }
 
 /// Rough single-core rates of the stage (encrypt+encode, decrypt+decode) for 1400- and
-/// 64-octet inner packets, printed; run with `--ignored --nocapture` in release mode.
+/// 64-octet inner packets, and for 64 octets with plain ESP (one inner per outer), printed; run with `--ignored --nocapture` in release mode.
 #[test]
 #[ignore]
 fn stage_rates() {
-    for size in [1400usize, 64] {
-        let (mut r1, mut r2) = pair(false, "");
-        let frame = eth(R1_MAC, H_MAC, &ipv4_packet(size, 1));
+    for (size, mode) in [(1400usize, "demand"), (64, "demand"), (64, "plain")] {
+        let (mut r1, mut r2) = pair(false, &format!("mode = \"{mode}\"\n"));
+        let frame = eth(R1_MAC, H_MAC, &v4(size, 1));
         let n = if size > 100 { 200_000 } else { 1_000_000 };
         let mut outers = Vec::new();
         let t = std::time::Instant::now();
@@ -906,7 +949,7 @@ fn stage_rates() {
         assert_eq!(got, n);
         let bits = (n * size * 8) as f64;
         eprintln!(
-            "inner {size} B: encrypt+encode {:.2} Gbit/s ({:.2} Mpps), decrypt+decode {:.2} Gbit/s ({:.2} Mpps), {} outers",
+            "inner {size} B, mode {mode}: encrypt+encode {:.2} Gbit/s ({:.2} Mpps), decrypt+decode {:.2} Gbit/s ({:.2} Mpps), {} outers",
             bits / enc / 1e9,
             n as f64 / enc / 1e6,
             bits / dec / 1e9,
@@ -955,11 +998,7 @@ fn iptfs_dev_cases_through_the_stage() {
     for (v6_outer, fits) in [(false, 1442), (true, 1422)] {
         let (mut r1, _) = pair(v6_outer, "dont_frag = true\n");
         let mk = |n: usize, v6: bool| {
-            if v6 {
-                ipv6_packet(n, 1)
-            } else {
-                ipv4_packet(n, 1)
-            }
+            if v6 { ipv6_packet(n, 1) } else { v4(n, 1) }
         };
         let ok = eth(R1_MAC, H_MAC, &mk(fits, v6_outer));
         assert_eq!(r1.input(0, &ok), Egress::Consumed);
@@ -1015,26 +1054,26 @@ fn iptfs_dev_cases_through_the_stage() {
         false,
         "mode = \"iptfs\"\nrate_pps = 1000\nouter_packet_size = 500\n",
     );
-    let inner = vec![ipv4_packet(411, 1), ipv4_packet(412, 2)];
+    let inner = vec![v4(411, 1), v4(412, 2)];
     let outers = encode_all(&mut r1, &inner);
     assert_eq!(outers.len(), 2);
     assert!(outers.iter().all(|f| f.len() == 14 + 500));
-    assert_eq!(decode_frames(&mut r2, &outers), inner);
+    assert_eq!(decode_frames(&mut r2, &outers), all_hops(&inner, 2));
     // 80 minimum-size packets aggregate into 2 outers (51 fit in 1442 octets).
     let (mut r1, mut r2) = pair(false, "");
-    let inner: Vec<Vec<u8>> = (0..80).map(|i| ipv4_packet(28, i)).collect();
+    let inner: Vec<Vec<u8>> = (0..80).map(|i| v4(28, i)).collect();
     for p in &inner {
         r1.input(0, &eth(R1_MAC, H_MAC, p));
     }
     let outers: Vec<Vec<u8>> = r1.poll(0).0.into_iter().map(|(_, f)| f).collect();
     assert_eq!(outers.len(), 2);
-    assert_eq!(decode_frames(&mut r2, &outers), inner);
+    assert_eq!(decode_frames(&mut r2, &outers), all_hops(&inner, 2));
     // Three 1441-octet packets: 1- and 2-octet runts at the ends of the first two outers.
     let (mut r1, mut r2) = pair(false, "mode = \"iptfs\"\nrate_pps = 1000\n");
-    let inner: Vec<Vec<u8>> = (0..3).map(|i| ipv4_packet(1441, i)).collect();
+    let inner: Vec<Vec<u8>> = (0..3).map(|i| v4(1441, i)).collect();
     let outers = encode_all(&mut r1, &inner);
     assert_eq!(outers.len(), 3);
-    assert_eq!(decode_frames(&mut r2, &outers), inner);
+    assert_eq!(decode_frames(&mut r2, &outers), all_hops(&inner, 2));
     // Reversed runs: every outer but the first arrives before it; held in the window, then
     // delivered in order.
     for window in [5usize, 7] {
@@ -1050,15 +1089,13 @@ fn iptfs_dev_cases_through_the_stage() {
             &format!("reorder_window = {window}\ndrop_time_ms = 50\n"),
         ));
         // Inner packets of 700 octets straddle outers.
-        let inner: Vec<Vec<u8>> = (0..(window as u32 * 2 - 1))
-            .map(|i| ipv4_packet(700, i))
-            .collect();
+        let inner: Vec<Vec<u8>> = (0..(window as u32 * 2 - 1)).map(|i| v4(700, i)).collect();
         let outers = encode_all(&mut r1, &inner);
         assert_eq!(outers.len(), window);
         let mut rev = outers.clone();
         rev.reverse();
         let got = decode_frames(&mut r2, &rev);
-        assert_eq!(got, inner, "window {window}");
+        assert_eq!(got, all_hops(&inner, 2), "window {window}");
         r2.poll(1);
         let st = &r2.st.handle().snapshot()[0];
         assert_eq!(st.counters["missed_packets"], 0);
@@ -1072,9 +1109,7 @@ fn iptfs_dev_cases_through_the_stage() {
 #[test]
 fn mutated_esp_never_panics() {
     let (mut r1, _) = pair(false, "mode = \"iptfs\"\nrate_pps = 1000\n");
-    let inner: Vec<Vec<u8>> = (0..30)
-        .map(|i| ipv4_packet(40 + 97 * i, i as u32))
-        .collect();
+    let inner: Vec<Vec<u8>> = (0..30).map(|i| v4(40 + 97 * i, i as u32)).collect();
     let outers = encode_all(&mut r1, &inner);
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
     let mut rnd = move || {
@@ -1124,4 +1159,368 @@ fn mutated_esp_never_panics() {
     }
     // Nothing forged gets through: flipped, cut or replaced bytes never verify.
     assert_eq!(decoded, 0);
+}
+
+/// `p` with its DS field (TOS / traffic class) set to `ds` (IPv4 checksum recomputed).
+fn with_ds(p: &[u8], ds: u8) -> Vec<u8> {
+    let mut p = p.to_vec();
+    if p[0] >> 4 == 4 {
+        p[1] = ds;
+        set_ipv4_checksum(&mut p);
+    } else {
+        p[0] = 0x60 | ds >> 4;
+        p[1] = (p[1] & 0x0f) | (ds & 0x0f) << 4;
+    }
+    p
+}
+
+/// `p` with its TTL / hop limit set to `ttl`.
+fn with_ttl(p: &[u8], ttl: u8) -> Vec<u8> {
+    let mut p = p.to_vec();
+    if p[0] >> 4 == 4 {
+        p[8] = ttl;
+        set_ipv4_checksum(&mut p);
+    } else {
+        p[7] = ttl;
+    }
+    p
+}
+
+/// The DS field of the IP packet in an Ethernet frame.
+fn frame_ds(f: &[u8]) -> u8 {
+    if f[14] >> 4 == 4 {
+        f[15]
+    } else {
+        (f[14] & 0x0f) << 4 | f[15] >> 4
+    }
+}
+
+/// An IPv4-outer ESP frame with its outer source, destination and TOS replaced.
+fn reoutered(f: &[u8], src: [u8; 4], dst: [u8; 4], tos: u8) -> Vec<u8> {
+    let mut f = f.to_vec();
+    f[15] = tos;
+    f[26..30].copy_from_slice(&src);
+    f[30..34].copy_from_slice(&dst);
+    set_ipv4_checksum(&mut f[14..34]);
+    f
+}
+
+fn counter(n: &Node, sa: usize, name: &str) -> u64 {
+    n.st.handle().snapshot()[sa].counters[name]
+}
+
+/// Inner TTL / hop limit: each router decrements it once (r1 before encapsulating, r2 after
+/// decapsulating) with a valid IPv4 checksum; one that would reach 0 is dropped and counted
+/// (`TtlExpired` at r1 where the packet is still the stage's to drop, `ttl_expired` at both).
+#[test]
+fn inner_ttl_decremented_by_both_routers() {
+    for v6 in [false, true] {
+        let mk = |ttl: u8, tag: u32| {
+            let p = if v6 {
+                ipv6_packet(200, tag)
+            } else {
+                v4(200, tag)
+            };
+            with_ttl(&p, ttl)
+        };
+        let (mut r1, mut r2) = pair(false, "");
+        assert_eq!(
+            r1.input(0, &eth(R1_MAC, H_MAC, &mk(1, 1))),
+            Egress::Drop(DropReason::TtlExpired),
+            "TTL 1 cannot be forwarded into the tunnel"
+        );
+        assert_eq!(
+            r1.input(0, &eth(R1_MAC, H_MAC, &mk(0, 2))),
+            Egress::Drop(DropReason::TtlExpired)
+        );
+        // TTL 2 reaches r2 with 1: r2 cannot forward it either. TTL 3 leaves r2 with 1.
+        for (ttl, tag) in [(2, 3), (3, 4), (64, 5)] {
+            assert_eq!(
+                r1.input(0, &eth(R1_MAC, H_MAC, &mk(ttl, tag))),
+                Egress::Consumed
+            );
+        }
+        let outers: Vec<Vec<u8>> = r1.poll(0).0.into_iter().map(|(_, f)| f).collect();
+        let (seen, _) = decode(&outers, 0xAAA, false);
+        assert_eq!(
+            seen,
+            vec![hops(&mk(2, 3), 1), hops(&mk(3, 4), 1), hops(&mk(64, 5), 1)]
+        );
+        let got = decode_frames(&mut r2, &outers);
+        assert_eq!(
+            got,
+            vec![hops(&mk(3, 4), 2), hops(&mk(64, 5), 2)],
+            "v6 {v6}"
+        );
+        for g in &got {
+            if !v6 {
+                assert_eq!(packet::checksum::data(&g[..20]), 0xffff, "IPv4 checksum");
+            }
+        }
+        r1.poll(1);
+        r2.poll(1);
+        assert_eq!(counter(&r1, 0, "ttl_expired"), 2);
+        assert_eq!(counter(&r1, 0, "inner_packets"), 3);
+        assert_eq!(counter(&r2, 0, "ttl_expired"), 1);
+        assert_eq!(counter(&r2, 0, "selected_packets"), 2);
+    }
+}
+
+/// `decrement_ttl = false` on both ends: inner packets cross byte-identical, TTL 1 included
+/// (a pcap replay or a bump-in-the-wire deployment).
+#[test]
+fn decrement_ttl_off_keeps_inners_identical() {
+    let off = "decrement_ttl = false\n";
+    let (mut r1, _) = pair(false, off);
+    let mut r2 = Node::new(&sa(
+        "r1-to-r2",
+        "in",
+        0xAAA,
+        "10.0.1.3",
+        "10.0.1.2",
+        3,
+        (H_MAC, R2_MAC),
+        off,
+    ));
+    let inner = vec![
+        with_ttl(&v4(100, 1), 1),
+        with_ttl(&ipv6_packet(100, 2), 1),
+        v4(300, 3),
+    ];
+    for p in &inner {
+        assert_eq!(r1.input(0, &eth(R1_MAC, H_MAC, p)), Egress::Consumed);
+    }
+    let outers: Vec<Vec<u8>> = r1.poll(0).0.into_iter().map(|(_, f)| f).collect();
+    assert_eq!(decode_frames(&mut r2, &outers), inner);
+}
+
+/// Outer DS field on encapsulation. Default (demand mode): TOS / traffic class 0 whatever the
+/// inners carry, as Linux `xfrm_iptfs`. `dscp = N`: that codepoint. `dscp = "copy"` +
+/// `ecn = "normal"`: the DSCP of the first inner packet in the payload (a continued fragment
+/// counts first) and RFC 6040 normal-mode ECN over all of them: ECT only if every inner is
+/// ECN-capable, ECT(1) only if every one is ECT(1), CE never copied (ECT(0)). All-pad: 0.
+/// Plain mode defaults to Linux tunnel mode: DSCP copied, ECN normal.
+#[test]
+fn outer_ds_field_on_encapsulation() {
+    let ef_ce = with_ds(&v4(100, 1), 46 << 2 | 3);
+    let one = std::slice::from_ref(&ef_ce);
+    // One outer per burst; returns its DS field (IPv4 or IPv6 outer).
+    let outer_of = |extra: &str, v6_outer: bool, burst: &[Vec<u8>]| -> Vec<u8> {
+        let (mut r1, _) = pair(v6_outer, extra);
+        for p in burst {
+            assert_eq!(r1.input(0, &eth(R1_MAC, H_MAC, p)), Egress::Consumed);
+        }
+        r1.poll(0).0.iter().map(|(_, f)| frame_ds(f)).collect()
+    };
+    assert_eq!(outer_of("", false, one), vec![0], "Linux: TOS 0");
+    assert_eq!(outer_of("", true, one), vec![0], "Linux: TC 0");
+    assert_eq!(outer_of("dscp = 10\n", false, one), vec![40]);
+    assert_eq!(outer_of("dscp = 10\n", true, one), vec![40]);
+    let copy = "dscp = \"copy\"\necn = \"normal\"\n";
+    assert_eq!(
+        outer_of(copy, false, one),
+        vec![46 << 2 | 2],
+        "CE goes out as ECT(0)"
+    );
+    let ds = |p: &[u8], d: u8| with_ds(p, d);
+    let a = v4(100, 2);
+    let b = ipv6_packet(100, 3);
+    // [AF11 ECT(0), EF Not-ECT]: DSCP of the first, Not-ECT (one cannot take a mark).
+    assert_eq!(
+        outer_of(copy, false, &[ds(&a, 10 << 2 | 2), ds(&b, 46 << 2)]),
+        vec![10 << 2]
+    );
+    // All ECT(1) -> ECT(1); ECT(0) + CE -> ECT(0); ECT(1) + ECT(0) -> ECT(0).
+    assert_eq!(outer_of(copy, true, &[ds(&a, 1), ds(&b, 1)]), vec![1]);
+    assert_eq!(outer_of(copy, false, &[ds(&b, 2), ds(&a, 3)]), vec![2]);
+    assert_eq!(outer_of(copy, false, &[ds(&a, 1), ds(&b, 2)]), vec![2]);
+    // Plain mode: one inner per outer, Linux tunnel-mode defaults (copy + normal).
+    assert_eq!(
+        outer_of(
+            "mode = \"plain\"\n",
+            false,
+            &[ef_ce.clone(), ds(&a, 8 << 2 | 1), ds(&b, 0)]
+        ),
+        vec![46 << 2 | 2, 8 << 2 | 1, 0]
+    );
+    assert_eq!(
+        outer_of("mode = \"plain\"\necn = \"off\"\ndscp = 0\n", false, one),
+        vec![0]
+    );
+    // Constant rate, 500-octet outers (442 octets of blocks): outer 1 = 442 of A (CS1,
+    // ECT(0)); outer 2 = the rest of A, B (CS2, ECT(0)) and the start of C (CS3, Not-ECT):
+    // CS1 from the continuation, Not-ECT because of C; outer 3 = the rest of C. The trailing
+    // all-pad outer gets 0.
+    let (mut r1, _) = pair(
+        false,
+        "mode = \"iptfs\"\nrate_pps = 1000\nouter_packet_size = 500\ndscp = \"copy\"\necn = \"normal\"\n",
+    );
+    let inner = vec![
+        ds(&v4(700, 1), 8 << 2 | 2),
+        ds(&v4(100, 2), 16 << 2 | 2),
+        ds(&v4(100, 3), 24 << 2),
+    ];
+    let outers = encode_all(&mut r1, &inner);
+    let got: Vec<u8> = outers.iter().map(|f| frame_ds(f)).collect();
+    assert_eq!(got, vec![8 << 2 | 2, 8 << 2, 24 << 2], "{got:?}");
+    let (pad, _) = r1.poll(10 * MS);
+    assert!(!pad.is_empty() && pad.iter().all(|(_, f)| frame_ds(f) == 0));
+    assert_eq!(decode(&outers, 0xAAA, false).0, all_hops(&inner, 1));
+    // Stale drops (`max_aggregation_time`) leave the codec's queue without an outer: the
+    // outer that follows takes its DSCP from the packet it really carries.
+    // (The worker polls after every round; here the first round's poll comes late.)
+    let (mut r1, _) = pair(false, "max_aggregation_time_ms = 5\ndscp = \"copy\"\n");
+    r1.input(0, &eth(R1_MAC, H_MAC, &ds(&a, 8 << 2)));
+    r1.input(7 * MS, &eth(R1_MAC, H_MAC, &ds(&b, 16 << 2)));
+    r1.input(7 * MS, &eth(R1_MAC, H_MAC, &ds(&a, 24 << 2)));
+    let (out, _) = r1.poll(10 * MS);
+    assert_eq!(
+        out.iter().map(|(_, f)| frame_ds(f)).collect::<Vec<_>>(),
+        vec![16 << 2]
+    );
+    let (got, _) = decode(&[out[0].1.clone()], 0xAAA, false);
+    assert_eq!(got.len(), 2, "the stale one was dropped");
+    // Unknown words and out-of-range codepoints are refused.
+    for bad in [
+        "dscp = 64\n",
+        "dscp = \"ef\"\n",
+        "dscp = -1\n",
+        "ecn = \"full\"\n",
+    ] {
+        let v: toml::Value = toml::from_str(&sa(
+            "x",
+            "out",
+            0xAAA,
+            "10.0.1.2",
+            "10.0.1.3",
+            2,
+            (R2_MAC, R1_MAC),
+            bad,
+        ))
+        .unwrap();
+        assert!(
+            Iptfs::from_options(v.get("stage").and_then(|s| s.get("iptfs"))).is_err(),
+            "{bad} accepted"
+        );
+    }
+}
+
+/// ECN on decapsulation (RFC 6040 4.2), for every inner packet of an aggregated outer: outer
+/// CE makes ECT(0)/ECT(1) inners CE (IPv4 checksum fixed), drops Not-ECT ones and leaves CE
+/// as it is; an outer that is not CE changes nothing; `ecn = "off"` on the in SA ignores it.
+#[test]
+fn ecn_on_decapsulation() {
+    let inner = vec![
+        with_ds(&v4(100, 1), 10 << 2 | 2),
+        with_ds(&ipv6_packet(100, 2), 10 << 2 | 1),
+        with_ds(&v4(100, 3), 46 << 2),
+        with_ds(&ipv6_packet(100, 4), 3),
+        with_ds(&v4(100, 5), 3),
+    ];
+    let outers = |r1: &mut Node| -> Vec<Vec<u8>> {
+        for p in &inner {
+            assert_eq!(r1.input(0, &eth(R1_MAC, H_MAC, p)), Egress::Consumed);
+        }
+        let o: Vec<Vec<u8>> = r1.poll(0).0.into_iter().map(|(_, f)| f).collect();
+        assert_eq!(o.len(), 1, "one aggregated outer");
+        o
+    };
+    let (src, dst) = ([10, 0, 1, 2], [10, 0, 1, 3]);
+    // Outer CE.
+    let (mut r1, mut r2) = pair(false, "");
+    let ce: Vec<Vec<u8>> = outers(&mut r1)
+        .iter()
+        .map(|f| reoutered(f, src, dst, 3))
+        .collect();
+    let got = decode_frames(&mut r2, &ce);
+    let want = vec![
+        with_ds(&hops(&inner[0], 2), 10 << 2 | 3),
+        with_ds(&hops(&inner[1], 2), 10 << 2 | 3),
+        hops(&inner[3], 2),
+        hops(&inner[4], 2),
+    ];
+    assert_eq!(got, want);
+    for g in got.iter().filter(|g| g[0] >> 4 == 4) {
+        assert_eq!(packet::checksum::data(&g[..20]), 0xffff, "IPv4 checksum");
+    }
+    r2.poll(1);
+    assert_eq!(counter(&r2, 0, "ecn_marked"), 2);
+    assert_eq!(counter(&r2, 0, "ecn_dropped"), 1);
+    // Outer ECT(0) / ECT(1): nothing changes.
+    for tos in [1, 2, 46 << 2] {
+        let (mut r1, mut r2) = pair(false, "");
+        let o: Vec<Vec<u8>> = outers(&mut r1)
+            .iter()
+            .map(|f| reoutered(f, src, dst, tos))
+            .collect();
+        assert_eq!(
+            decode_frames(&mut r2, &o),
+            all_hops(&inner, 2),
+            "outer TOS {tos}"
+        );
+    }
+    // ecn = "off": the outer CE is ignored.
+    let (mut r1, _) = pair(false, "");
+    let mut r2 = Node::new(&sa(
+        "r1-to-r2",
+        "in",
+        0xAAA,
+        "10.0.1.3",
+        "10.0.1.2",
+        3,
+        (H_MAC, R2_MAC),
+        "ecn = \"off\"\n",
+    ));
+    let ce: Vec<Vec<u8>> = outers(&mut r1)
+        .iter()
+        .map(|f| reoutered(f, src, dst, 3))
+        .collect();
+    assert_eq!(decode_frames(&mut r2, &ce), all_hops(&inner, 2));
+}
+
+/// ESP with an in SA's SPI but from another source, or to another of the stage's local
+/// addresses, is dropped undecrypted and counted as `outer_addr_mismatch`: the genuine
+/// packet with the same sequence number is still accepted afterwards.
+#[test]
+fn in_sa_outer_addresses_checked() {
+    let (mut r1, _) = pair(false, "");
+    let mut r2 = Node::new(
+        &(sa(
+            "a",
+            "in",
+            0xAAA,
+            "10.0.1.3",
+            "10.0.1.2",
+            3,
+            (H_MAC, R2_MAC),
+            "",
+        ) + &sa(
+            "b",
+            "in",
+            0xBBB,
+            "10.0.1.5",
+            "10.0.1.2",
+            3,
+            (H_MAC, R2_MAC),
+            "",
+        )),
+    );
+    let inner = v4(100, 1);
+    r1.input(0, &eth(R1_MAC, H_MAC, &inner));
+    let (out, _) = r1.poll(0);
+    let good = out[0].1.clone();
+    let spoofed = reoutered(&good, [10, 0, 1, 9], [10, 0, 1, 3], 0);
+    let other_local = reoutered(&good, [10, 0, 1, 2], [10, 0, 1, 5], 0);
+    for f in [&spoofed, &other_local] {
+        let (e, _) = r2.input_frame(0, f);
+        assert_eq!(e, Egress::Drop(DropReason::IptfsRxError));
+    }
+    assert!(r2.poll(0).0.is_empty());
+    assert_eq!(decode_frames(&mut r2, &[good]), vec![hops(&inner, 2)]);
+    r2.poll(1);
+    assert_eq!(counter(&r2, 0, "outer_addr_mismatch"), 2);
+    assert_eq!(counter(&r2, 0, "bad_icv"), 0, "never decrypted");
+    assert_eq!(counter(&r2, 0, "replayed"), 0);
+    assert_eq!(counter(&r2, 0, "outer_packets"), 1);
+    assert_eq!(counter(&r2, 1, "outer_addr_mismatch"), 0);
 }

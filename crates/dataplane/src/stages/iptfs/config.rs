@@ -26,6 +26,20 @@
 //! (Linux `drop-time`, default 1 s), `send_immediately` (RFC 9348, default false),
 //! `strict_flags` (drop non-zero AGGFRAG flags as Linux, default true), `replay_window`
 //! (default 64). Both: `esn` (extended sequence numbers, default false).
+//!
+//! Router behaviour (the stage stands in for a Linux router forwarding into and out of the
+//! tunnel): `decrement_ttl` (both directions, default true) decrements the inner IPv4 TTL /
+//! IPv6 hop limit once on the way in (before encapsulation, as `ip_forward` does before xfrm
+//! output) and once on the way out (after decapsulation, as the receiving router forwards the
+//! inner packet); false keeps inner packets byte-identical (pcap replays, a bump in the wire).
+//! `dscp` (out SAs): `"copy"` (the DSCP of the first inner packet in the payload) or a fixed
+//! codepoint 0..=63; default 0 in modes `demand`/`iptfs`, as Linux `xfrm_iptfs` writes TOS 0
+//! ("with 0, fractional, 1 or N inner packets there is no obviously correct DSCP"), and
+//! `"copy"` in mode `plain`, as Linux tunnel-mode ESP (RFC 4301 5.1.2.1).
+//! `ecn`: on out SAs `"off"` (outer Not-ECT: Linux `xfrm_iptfs` clears ECN, RFC 9347 3.1) or
+//! `"normal"` (RFC 6040 normal mode; default in mode `plain`, as Linux tunnel mode); on in SAs
+//! `"normal"` (default: RFC 6040 4.2 decapsulation) or `"off"` (outer ECN ignored, Linux
+//! `noecn`).
 
 use std::net::IpAddr;
 
@@ -132,6 +146,44 @@ pub struct SaConfig {
     #[serde(default)]
     /// Extended sequence numbers.
     pub esn: bool,
+    #[serde(default = "default_true")]
+    /// Decrement the inner TTL / hop limit as a forwarding router (default true).
+    pub decrement_ttl: bool,
+    #[serde(default)]
+    /// Out: the outer DSCP, `"copy"` or 0..=63 (default by mode, see the module doc).
+    pub dscp: Option<DscpConfig>,
+    #[serde(default)]
+    /// Outer ECN handling, `"off"` or `"normal"` (default by direction and mode).
+    pub ecn: Option<EcnMode>,
+}
+
+/// `dscp` as written: a number or a word.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(untagged)]
+pub enum DscpConfig {
+    /// A fixed codepoint.
+    Fixed(i64),
+    /// `"copy"`.
+    Word(String),
+}
+
+/// Where an out SA's outer DSCP comes from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OuterDscp {
+    /// This codepoint (0..=63) on every outer.
+    Fixed(u8),
+    /// The DSCP of the first inner packet (or fragment) in the payload; 0 for all-pad outers.
+    Copy,
+}
+
+/// Outer ECN handling (RFC 6040).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EcnMode {
+    /// Out: outer Not-ECT; in: the outer ECN field is ignored.
+    Off,
+    /// Out: RFC 6040 normal mode (ECT propagated, CE sent as ECT(0)); in: RFC 6040 4.2.
+    Normal,
 }
 
 fn default_algorithm() -> String {
@@ -248,6 +300,10 @@ pub struct SaSpec {
     pub sender: SenderConfig,
     /// Codec config of an in SA.
     pub receiver: iptfs::ReceiverConfig,
+    /// Out: where the outer DSCP comes from.
+    pub dscp: OuterDscp,
+    /// Out: RFC 6040 normal-mode encapsulation; in: RFC 6040 decapsulation.
+    pub ecn: bool,
 }
 
 fn ms_or_us(field: &str, us: Option<u64>, ms: Option<u64>, default_ns: u64) -> Result<u64, String> {
@@ -399,8 +455,33 @@ impl IptfsConfig {
                 send_immediately: sa.send_immediately,
                 strict_flags: sa.strict_flags,
             };
+            let plain = sa.mode == Mode::Plain;
+            let dscp = match (&sa.dscp, sa.direction) {
+                (Some(_), Direction::In) => {
+                    return Err(at("dscp", "only out SAs build outer headers".into()));
+                }
+                (None, _) if plain => OuterDscp::Copy,
+                (None, _) => OuterDscp::Fixed(0),
+                (Some(DscpConfig::Word(w)), _) if w == "copy" => OuterDscp::Copy,
+                (Some(DscpConfig::Fixed(n)), _) => OuterDscp::Fixed(
+                    u8::try_from(*n)
+                        .ok()
+                        .filter(|d| *d <= 63)
+                        .ok_or_else(|| at("dscp", format!("{n} is not a DSCP (0..=63)")))?,
+                ),
+                (Some(DscpConfig::Word(w)), _) => {
+                    return Err(at("dscp", format!("'{w}' (give \"copy\" or 0..=63)")));
+                }
+            };
+            let ecn = match (sa.ecn, sa.direction) {
+                (Some(m), _) => m == EcnMode::Normal,
+                (None, Direction::In) => true,
+                (None, Direction::Out) => plain,
+            };
             out.push(SaSpec {
                 cfg: sa.clone(),
+                dscp,
+                ecn,
                 key,
                 selector,
                 dst_mac,

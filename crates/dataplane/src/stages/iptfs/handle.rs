@@ -52,10 +52,20 @@ pub struct StageCounters {
     pub oversize_inner: u64,
     /// Out: ICMP too-big answers sent for inner packets over the tunnel MTU.
     pub too_big_sent: u64,
+    /// Inner packets dropped because forwarding them would take their TTL / hop limit to 0
+    /// (arrived with <= 1; `decrement_ttl`). No ICMP time exceeded is sent.
+    pub ttl_expired: u64,
+    /// In: inner packets marked CE because their outer arrived CE (RFC 6040 4.2).
+    pub ecn_marked: u64,
+    /// In: Not-ECT inner packets dropped because their outer arrived CE (RFC 6040 4.2).
+    pub ecn_dropped: u64,
+    /// In: ESP with this SA's SPI whose outer source or destination is not the SA's
+    /// `remote` / `local`: dropped before decryption.
+    pub outer_addr_mismatch: u64,
 }
 
 /// Names and values of a sender's counters.
-pub fn tx_fields(c: &TxCounters) -> [(&'static str, u64); 13] {
+pub fn tx_fields(c: &TxCounters) -> [(&'static str, u64); 14] {
     [
         ("outer_packets", c.outer_packets),
         ("outer_octets", c.outer_octets),
@@ -70,6 +80,7 @@ pub fn tx_fields(c: &TxCounters) -> [(&'static str, u64); 13] {
         ("dropped_bad", c.dropped_bad),
         ("dropped_stale", c.dropped_stale),
         ("missed_slots", c.missed_slots),
+        ("late_slots", c.late_slots),
     ]
 }
 
@@ -109,13 +120,17 @@ pub fn rx_fields(c: &RxCounters) -> [(&'static str, u64); 29] {
 }
 
 /// Names and values of the stage's own counters.
-pub fn stage_fields(c: &StageCounters) -> [(&'static str, u64); 5] {
+pub fn stage_fields(c: &StageCounters) -> [(&'static str, u64); 9] {
     [
         ("selected_packets", c.selected),
         ("push_errors", c.push_errors),
         ("tx_errors", c.tx_errors),
         ("oversize_inner", c.oversize_inner),
         ("too_big_sent", c.too_big_sent),
+        ("ttl_expired", c.ttl_expired),
+        ("ecn_marked", c.ecn_marked),
+        ("ecn_dropped", c.ecn_dropped),
+        ("outer_addr_mismatch", c.outer_addr_mismatch),
     ]
 }
 

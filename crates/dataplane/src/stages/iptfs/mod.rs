@@ -18,6 +18,25 @@
 //!   address (when of the inner family) out of the ingress port, MACs swapped.
 //! - Everything else continues down the pipeline untouched.
 //!
+//! The stage behaves as the Linux router on each side of the tunnel would:
+//! - **TTL / hop limit** (`decrement_ttl`, default on): an inner packet is decremented once
+//!   before it is queued (the entry router's `ip_forward`) and once when it leaves the exit
+//!   router (incremental IPv4 checksum update, RFC 1624). One arriving with TTL / hop limit
+//!   <= 1 is dropped and counted as `ttl_expired`; no ICMP time exceeded is sent, because the
+//!   stage's only own address is the outer tunnel endpoint, which the inner network may not
+//!   route back to (and an unauthenticated error generator is a reflection vector).
+//! - **Outer DS field** on encapsulation: DSCP fixed (default 0, as `xfrm_iptfs`) or copied
+//!   from the first inner packet in the payload; ECN off (Not-ECT, as `xfrm_iptfs`) or RFC
+//!   6040 normal mode, where an outer shared by several inner packets is ECT only if all of
+//!   them are ECN-capable (a CE mark on it must be deliverable to every one), and CE is never
+//!   copied outward (sent as ECT(0)).
+//! - **ECN on decapsulation** (RFC 6040 4.2): an outer CE marks ECT inner packets CE and drops
+//!   Not-ECT ones (`ecn_marked`, `ecn_dropped`); every inner released while that outer is
+//!   handled gets it (exact in order; inners released later by the drop timer get none).
+//! - **Outer addresses**: ESP with an in SA's SPI from an address other than its `remote`, or
+//!   to a local address other than its `local`, is dropped undecrypted
+//!   (`outer_addr_mismatch`), so one peer cannot burn another's replay window.
+//!
 //! Counters per SA (codec and stage) are published to an [`IptfsHandle`] for the REST API and
 //! `/metrics`: at most every millisecond while packets flow, at once in a quiet round. Time is the worker's monotonic clock; [`Iptfs::process_at`] and
 //! [`Iptfs::poll_at`] take it explicitly so tests can run the stage on a virtual clock.
@@ -25,6 +44,7 @@
 pub mod config;
 pub mod handle;
 
+use std::collections::VecDeque;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -33,7 +53,7 @@ use iptfs::{EspInbound, EspOutbound, Nanos, Poll, Receiver, Sender};
 use packet::PacketBuf;
 use packet::parse::{Fragment, Headers, L3Kind};
 
-pub use config::{Direction, IptfsConfig, Mode, Prefix, SaConfig};
+pub use config::{Direction, EcnMode, IptfsConfig, Mode, OuterDscp, Prefix, SaConfig};
 pub use handle::{IptfsHandle, SaStats, handle_of};
 
 use crate::meta::{DropReason, Egress, Flow, Meta};
@@ -47,6 +67,9 @@ const ETH_LEN: usize = 14;
 const PROTO_ESP: u8 = 50;
 /// Outer TTL / hop limit.
 const OUTER_TTL: u8 = 64;
+const ECN_ECT1: u8 = 1;
+const ECN_ECT0: u8 = 2;
+const ECN_CE: u8 = 3;
 
 enum Codec {
     Out(Box<Sender>),
@@ -66,6 +89,104 @@ struct Sa {
     stats: StageCounters,
     /// IPv4 identification of the next outer packet.
     ip_id: u16,
+    /// Decrement inner TTL / hop limit (both directions).
+    decrement_ttl: bool,
+    /// Out: outer DSCP source.
+    dscp: OuterDscp,
+    /// Out: RFC 6040 normal-mode encapsulation; in: RFC 6040 decapsulation.
+    ecn: bool,
+    /// Out, when the outer DS field depends on the inners: what each outer carries.
+    shadow: Option<Shadow>,
+}
+
+/// The DS fields of the inner packets in an out SA's send queue, kept in step with the
+/// codec's queue (which only reports octet counts), so each outer's DS field can be derived
+/// from the inner packets whose blocks it carries.
+#[derive(Debug, Default)]
+struct Shadow {
+    /// (length, DS field) per queued inner packet, oldest first.
+    q: VecDeque<(usize, u8)>,
+    /// Octets of the head packet already sent.
+    head_sent: usize,
+}
+
+/// The DS fields of the inner packets (or fragments) one outer carries.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Carried {
+    /// DS field of the first one; `None` for an all-pad outer.
+    first: Option<u8>,
+    /// Every one is ECN-capable (ECT(0), ECT(1) or CE).
+    all_ect: bool,
+    /// Every one is ECT(1).
+    all_ect1: bool,
+}
+
+impl Shadow {
+    /// Syncs with the codec after a poll that took `taken` octets off its queue, `stale` of
+    /// the packets (from the front, never a partly sent one) dropped for age: the codec sends
+    /// the rest of a partly sent packet first, then drops stale ones, then frames in order.
+    fn take(&mut self, mut taken: usize, stale: u64) -> Carried {
+        let mut c = Carried {
+            first: None,
+            all_ect: true,
+            all_ect1: true,
+        };
+        let mut note = |ds: u8| {
+            c.first.get_or_insert(ds);
+            c.all_ect &= ds & 3 != 0;
+            c.all_ect1 &= ds & 3 == 1;
+        };
+        if self.head_sent > 0
+            && let Some(&(len, ds)) = self.q.front()
+        {
+            let n = len.saturating_sub(self.head_sent).min(taken);
+            if n > 0 {
+                note(ds);
+            }
+            taken -= n;
+            self.head_sent += n;
+            if self.head_sent >= len {
+                self.q.pop_front();
+                self.head_sent = 0;
+            }
+        }
+        for _ in 0..stale {
+            if let Some((len, _)) = self.q.pop_front() {
+                taken = taken.saturating_sub(len.saturating_sub(self.head_sent));
+                self.head_sent = 0;
+            }
+        }
+        while taken > 0 {
+            let Some(&(len, ds)) = self.q.front() else {
+                break;
+            };
+            note(ds);
+            let n = len.saturating_sub(self.head_sent).min(taken);
+            taken -= n;
+            self.head_sent += n;
+            if self.head_sent >= len {
+                self.q.pop_front();
+                self.head_sent = 0;
+            }
+        }
+        c
+    }
+}
+
+/// The outer DS field (TOS / traffic class) for an outer carrying `c`.
+fn outer_ds(dscp: OuterDscp, ecn: bool, c: Carried) -> u8 {
+    let d = match dscp {
+        OuterDscp::Fixed(d) => d << 2,
+        OuterDscp::Copy => c.first.unwrap_or(0) & 0xfc,
+    };
+    // RFC 6040 normal mode: ECT propagated, CE never (it would read as congestion on this
+    // path); with several inners only if every one can take a CE mark on the way out.
+    let e = match (ecn, c.first.is_some() && c.all_ect, c.all_ect1) {
+        (true, true, true) => ECN_ECT1,
+        (true, true, false) => ECN_ECT0,
+        _ => 0,
+    };
+    d | e
 }
 
 /// The `iptfs` stage.
@@ -111,23 +232,59 @@ struct Inbox {
     overflow_at: Vec<(u16, [u8; ETH_LEN], usize, usize)>,
 }
 
+/// What the exit router does to a decapsulated inner packet before forwarding it.
+#[derive(Debug, Clone, Copy)]
+struct Exit {
+    /// Decrement TTL / hop limit.
+    decrement_ttl: bool,
+    /// Its outer arrived CE (and the SA does RFC 6040 decapsulation).
+    ce: bool,
+}
+
 impl Inbox {
-    fn deliver(&mut self, eth: &[u8; ETH_LEN], port: u16, stats: &mut StageCounters, inner: &[u8]) {
+    fn deliver(
+        &mut self,
+        eth: &[u8; ETH_LEN],
+        port: u16,
+        stats: &mut StageCounters,
+        exit: Exit,
+        inner: &[u8],
+    ) {
         if ETH_LEN + inner.len() > packet::buf::MAX_FRAME {
             stats.oversize_inner += 1;
             return;
         }
+        if exit.decrement_ttl && ttl(inner).is_some_and(|t| t <= 1) {
+            stats.ttl_expired += 1;
+            return;
+        }
+        if exit.ce && ds_field(inner).is_some_and(|d| d & 3 == 0) {
+            // RFC 6040 4.2: congestion on the tunnel path, and the inner transport cannot be
+            // told by a mark: the drop is the signal.
+            stats.ecn_dropped += 1;
+            return;
+        }
         stats.selected += 1;
-        match self.spare.pop() {
+        let patched = match self.spare.pop() {
             Some(mut buf) => {
                 frame_inner(&mut buf, eth, inner);
+                let p = buf
+                    .frame_mut()
+                    .get_mut(ETH_LEN..)
+                    .map(|l3| patch_exit(l3, exit));
                 self.ready.push((port, buf));
+                p
             }
             None => {
                 let s = self.overflow.len();
                 self.overflow.extend_from_slice(inner);
+                let p = self.overflow.get_mut(s..).map(|l3| patch_exit(l3, exit));
                 self.overflow_at.push((port, *eth, s, self.overflow.len()));
+                p
             }
+        };
+        if patched == Some(true) {
+            stats.ecn_marked += 1;
         }
     }
 
@@ -204,6 +361,11 @@ impl Iptfs {
                 codec,
                 stats: StageCounters::default(),
                 ip_id: 0,
+                decrement_ttl: c.decrement_ttl,
+                dscp: s.dscp,
+                ecn: s.ecn,
+                shadow: (c.direction == Direction::Out && (s.ecn || s.dscp == OuterDscp::Copy))
+                    .then(Shadow::default),
             });
         }
         let mut st = Iptfs {
@@ -259,12 +421,45 @@ impl Iptfs {
         };
         sa.stats.selected += 1;
         self.dirty = true;
-        match tx.push(now, h.l3_bytes(pkt.frame())) {
+        let l3 = usize::from(h.l3_off)..usize::from(h.l3_end);
+        let undo = if sa.decrement_ttl {
+            match pkt.frame_mut().get_mut(l3.clone()).and_then(hop) {
+                Some(Hop::Expired) => {
+                    sa.stats.ttl_expired += 1;
+                    return meta.drop_with(DropReason::TtlExpired);
+                }
+                Some(Hop::Done(u)) => Some(u),
+                None => None,
+            }
+        } else {
+            None
+        };
+        let inner = h.l3_bytes(pkt.frame());
+        let ds = ds_field(inner).unwrap_or(0);
+        match tx.push(now, inner) {
             Ok(()) => {
+                if let Some(sh) = &mut sa.shadow {
+                    sh.q.push_back((inner.len(), ds));
+                }
                 meta.egress = Egress::Consumed;
                 Flow::Exit
             }
-            Err(iptfs::Error::TooBig { mtu, .. }) => {
+            Err(e) => {
+                // Not forwarded after all: the packet (quoted by an ICMP error) is as it came.
+                if let (Some(u), Some(b)) = (undo, pkt.frame_mut().get_mut(l3)) {
+                    u.apply(b);
+                }
+                self.refused(i, e, pkt, meta)
+            }
+        }
+    }
+
+    /// An inner packet the out SA `i` refused: ICMP too-big or a drop.
+    fn refused(&mut self, i: usize, e: iptfs::Error, pkt: &mut PacketBuf, meta: &mut Meta) -> Flow {
+        let h = meta.hdr;
+        let sa = &mut self.sas[i];
+        match e {
+            iptfs::Error::TooBig { mtu, .. } => {
                 sa.stats.push_errors += 1;
                 // Linux dont-frag: answer with ICMP too-big from the tunnel's local address
                 // (when of the inner family), back out of the ingress port.
@@ -278,7 +473,7 @@ impl Iptfs {
                     _ => meta.drop_with(DropReason::IptfsTooBig),
                 }
             }
-            Err(e) => {
+            e => {
                 sa.stats.push_errors += 1;
                 meta.drop_with(match e {
                     iptfs::Error::QueueFull { .. } => DropReason::IptfsQueueFull,
@@ -295,13 +490,18 @@ impl Iptfs {
             // Too short even for an SPI: no SA to charge it to.
             return meta.drop_with(DropReason::IptfsRxError);
         };
-        let found = self
-            .by_spi
-            .iter()
-            .find(|(s, i)| *s == spi && self.sas[*i].local == dst);
-        let Some(&(_, i)) = found else {
+        let Some(&(_, i)) = self.by_spi.iter().find(|(s, _)| *s == spi) else {
             return meta.drop_with(DropReason::IptfsUnknownSpi);
         };
+        let frame = pkt.frame();
+        if self.sas[i].local != dst || src_addr(frame, &h) != Some(self.sas[i].remote) {
+            // Not from this SA's peer (or to another of our addresses): never decrypted, so
+            // a forged or misrouted packet cannot advance the replay window.
+            self.sas[i].stats.outer_addr_mismatch += 1;
+            self.dirty = true;
+            return meta.drop_with(DropReason::IptfsRxError);
+        }
+        let outer_ce = ds_field(h.l3_bytes(frame)).is_some_and(|d| d & 3 == ECN_CE);
         if h.fragment != Fragment::None {
             // Outer IP fragments are not reassembled.
             self.sas[i].stats.push_errors += 1;
@@ -314,6 +514,8 @@ impl Iptfs {
             eth,
             port,
             stats,
+            decrement_ttl,
+            ecn,
             ..
         } = &mut sas[i];
         let Codec::In(rx) = codec else {
@@ -322,7 +524,11 @@ impl Iptfs {
         let Some(esp) = pkt.frame_mut().get_mut(start..end) else {
             return meta.drop_with(DropReason::IptfsRxError);
         };
-        let mut deliver = |p: &[u8]| inbox.deliver(eth, *port, stats, p);
+        let exit = Exit {
+            decrement_ttl: *decrement_ttl,
+            ce: *ecn && outer_ce,
+        };
+        let mut deliver = |p: &[u8]| inbox.deliver(eth, *port, stats, exit, p);
         let res = rx.receive(now, esp, &mut deliver);
         self.dirty = true;
         match res {
@@ -381,10 +587,24 @@ impl Iptfs {
                 out.recycle(buf);
                 return None;
             };
-            match tx.poll(now, esp) {
+            let before = sa
+                .shadow
+                .as_ref()
+                .map(|_| (tx.queued_bytes(), tx.counters()));
+            let res = tx.poll(now, esp);
+            let carried = match (&mut sa.shadow, before) {
+                (Some(sh), Some((q, c))) => {
+                    let taken = q.saturating_sub(tx.queued_bytes());
+                    let stale = tx.counters().dropped_stale.saturating_sub(c.dropped_stale);
+                    sh.take(taken, stale)
+                }
+                _ => Carried::default(),
+            };
+            match res {
                 Ok(Poll::Send(sent)) => {
                     let ip_len = hl + sent.len;
-                    write_outer(space, &sa.eth, sa.local, sa.remote, ip_len, sa.ip_id);
+                    let ds = outer_ds(sa.dscp, sa.ecn, carried);
+                    write_outer(space, &sa.eth, (sa.local, sa.remote), ip_len, sa.ip_id, ds);
                     sa.ip_id = sa.ip_id.wrapping_add(1);
                     buf.set_len(ETH_LEN + ip_len);
                     out.send(sa.port, buf);
@@ -414,13 +634,19 @@ impl Iptfs {
             eth,
             port,
             stats,
+            decrement_ttl,
             ..
         } = &mut sas[i];
         let Codec::In(rx) = codec else {
             return None;
         };
         let before = inbox.pending();
-        let mut deliver = |p: &[u8]| inbox.deliver(eth, *port, stats, p);
+        // Released by the timer: the outers they came in are gone, so no CE to apply.
+        let exit = Exit {
+            decrement_ttl: *decrement_ttl,
+            ce: false,
+        };
+        let mut deliver = |p: &[u8]| inbox.deliver(eth, *port, stats, exit, p);
         let t = rx.poll(now, &mut deliver);
         if inbox.pending() != before {
             self.dirty = true;
@@ -627,15 +853,15 @@ fn too_big_reply(frame: &[u8], h: &Headers, src: IpAddr, mtu: usize) -> Option<V
     Some(out)
 }
 
-/// Writes Ethernet and the outer IPv4/IPv6 header (ESP, DF set, TOS/traffic class 0, as
-/// Linux) in front of an ESP packet already at `frame[14 + hl..]`.
+/// Writes Ethernet and the outer IPv4/IPv6 header (ESP, DF set and flow label 0 as Linux,
+/// TOS / traffic class `ds`) in front of an ESP packet already at `frame[14 + hl..]`.
 fn write_outer(
     frame: &mut [u8],
     eth: &[u8; ETH_LEN],
-    src: IpAddr,
-    dst: IpAddr,
+    (src, dst): (IpAddr, IpAddr),
     ip_len: usize,
     id: u16,
+    ds: u8,
 ) {
     frame[..12].copy_from_slice(&eth[..12]);
     match (src, dst) {
@@ -643,7 +869,7 @@ fn write_outer(
             frame[12..14].copy_from_slice(&0x0800u16.to_be_bytes());
             let ip = &mut frame[ETH_LEN..ETH_LEN + 20];
             ip[0] = 0x45;
-            ip[1] = 0;
+            ip[1] = ds;
             ip[2..4].copy_from_slice(&(ip_len as u16).to_be_bytes());
             ip[4..6].copy_from_slice(&id.to_be_bytes());
             ip[6..8].copy_from_slice(&0x4000u16.to_be_bytes());
@@ -659,7 +885,7 @@ fn write_outer(
             frame[12..14].copy_from_slice(&0x86ddu16.to_be_bytes());
             let (s, d) = (v6(s), v6(d));
             let ip = &mut frame[ETH_LEN..ETH_LEN + 40];
-            ip[0..4].copy_from_slice(&[0x60, 0, 0, 0]);
+            ip[0..4].copy_from_slice(&[0x60 | ds >> 4, (ds & 0x0f) << 4, 0, 0]);
             ip[4..6].copy_from_slice(&((ip_len - 40) as u16).to_be_bytes());
             ip[6] = PROTO_ESP;
             ip[7] = OUTER_TTL;
@@ -673,6 +899,126 @@ fn v6(a: IpAddr) -> Ipv6Addr {
     match a {
         IpAddr::V6(v) => v,
         IpAddr::V4(v) => v.to_ipv6_mapped(),
+    }
+}
+
+/// The IPv4 TTL or IPv6 hop limit of an IP packet.
+fn ttl(ip: &[u8]) -> Option<u8> {
+    match ip.first()? >> 4 {
+        4 => ip.get(8).copied(),
+        6 => ip.get(7).copied(),
+        _ => None,
+    }
+}
+
+/// The DS field (IPv4 TOS / IPv6 traffic class: DSCP << 2 | ECN) of an IP packet.
+fn ds_field(ip: &[u8]) -> Option<u8> {
+    let b1 = *ip.get(1)?;
+    match ip.first()? >> 4 {
+        4 => Some(b1),
+        6 => Some((ip[0] & 0x0f) << 4 | b1 >> 4),
+        _ => None,
+    }
+}
+
+/// The IPv4 header checksum after the 16-bit word at `at` changed from `old` (RFC 1624).
+fn fix_checksum(ip: &mut [u8], at: usize, old: [u8; 2]) {
+    let (Some(new), Some(c)) = (ip.get(at..at + 2), ip.get(10..12)) else {
+        return;
+    };
+    let new = u16::from_be_bytes([new[0], new[1]]);
+    let c = packet::checksum::update16(
+        u16::from_be_bytes([c[0], c[1]]),
+        u16::from_be_bytes(old),
+        new,
+    );
+    ip[10..12].copy_from_slice(&c.to_be_bytes());
+}
+
+/// What decrementing an inner packet's TTL / hop limit did.
+enum Hop {
+    /// It arrived with <= 1: not to be forwarded (left untouched).
+    Expired,
+    /// Decremented; the original bytes, to restore if the packet is not forwarded.
+    Done(Undo),
+}
+
+/// The TTL / hop limit and IPv4 checksum of a packet before [`hop`].
+#[derive(Debug, Clone, Copy)]
+struct Undo {
+    at: usize,
+    ttl: u8,
+    checksum: Option<[u8; 2]>,
+}
+
+impl Undo {
+    fn apply(self, ip: &mut [u8]) {
+        if let Some(t) = ip.get_mut(self.at) {
+            *t = self.ttl;
+        }
+        if let (Some(c), Some(dst)) = (self.checksum, ip.get_mut(10..12)) {
+            dst.copy_from_slice(&c);
+        }
+    }
+}
+
+/// Decrements the TTL (fixing the IPv4 checksum) or hop limit, as a forwarding router.
+/// `None` for a packet too short to have one (the parser has vouched for the header, so this
+/// does not happen; such a packet is sent on unchanged).
+fn hop(ip: &mut [u8]) -> Option<Hop> {
+    let v4 = ip.first()? >> 4 == 4;
+    let at = if v4 { 8 } else { 7 };
+    let ttl = *ip.get(at)?;
+    if ttl <= 1 {
+        return Some(Hop::Expired);
+    }
+    let checksum = if v4 {
+        let c: [u8; 2] = ip.get(10..12)?.try_into().ok()?;
+        let old: [u8; 2] = ip.get(8..10)?.try_into().ok()?;
+        ip[8] = ttl - 1;
+        fix_checksum(ip, 8, old);
+        Some(c)
+    } else {
+        ip[7] = ttl - 1;
+        None
+    };
+    Some(Hop::Done(Undo { at, ttl, checksum }))
+}
+
+/// The exit router's changes to a decapsulated inner packet (already checked by
+/// `Inbox::deliver`): TTL / hop limit decremented, CE set when the outer was CE. Returns
+/// whether it marked CE.
+fn patch_exit(ip: &mut [u8], exit: Exit) -> bool {
+    if exit.decrement_ttl {
+        let _ = hop(ip);
+    }
+    if !exit.ce || ds_field(ip).is_none_or(|d| d & 3 == 0 || d & 3 == ECN_CE) {
+        return false;
+    }
+    if ip[0] >> 4 == 4 {
+        let old = [ip[0], ip[1]];
+        ip[1] |= ECN_CE;
+        fix_checksum(ip, 0, old);
+    } else {
+        // ECN is the low two bits of the traffic class: bits 5..4 of octet 1.
+        ip[1] |= ECN_CE << 4;
+    }
+    true
+}
+
+/// The IP source of a parsed IPv4/IPv6 frame.
+fn src_addr(frame: &[u8], h: &Headers) -> Option<IpAddr> {
+    let l3 = usize::from(h.l3_off);
+    match h.l3 {
+        L3Kind::Ipv4 => {
+            let b: [u8; 4] = frame.get(l3 + 12..l3 + 16)?.try_into().ok()?;
+            Some(IpAddr::V4(Ipv4Addr::from(b)))
+        }
+        L3Kind::Ipv6 => {
+            let b: [u8; 16] = frame.get(l3 + 8..l3 + 24)?.try_into().ok()?;
+            Some(IpAddr::V6(Ipv6Addr::from(b)))
+        }
+        _ => None,
     }
 }
 
