@@ -8,17 +8,19 @@
 //! BlockOffsets, runts, fragments spanning several outers, pad blocks, all-pad payloads) is
 //! decodable by someone reading only the RFC.
 //!
+//! Both checkers live in `oracle/mod.rs`, shared with the switchboard lab test.
+//!
 //! If tshark is not installed the test prints `SKIPPED: tshark not installed` and passes (CI
 //! installs it).
 
+mod oracle;
+
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use iptfs::testutil::{ipv4_packet, ipv6_packet};
 use iptfs::{EspOutbound, Poll, SaKey, Sender, SenderConfig};
+use oracle::{EspSa, Frame, KEY_HEX, aggfrag_decode, tshark_available, tshark_esp};
 
-/// iptfs-dev's shared test key: AES-128 key ‖ 4-octet salt (reference §6).
-const KEY_HEX: &str = "4a506a794f574265564551694d6537681a2b1a2b";
 /// Constant-rate slot interval; also the pcap timestamp step.
 const INTERVAL_NS: u64 = 1_000_000;
 
@@ -42,14 +44,6 @@ const OUTER_V6: Outer = Outer {
     src: "fc00:0:0:1::2",
     dst: "fc00:0:0:1::3",
 };
-
-fn tshark_available() -> bool {
-    Command::new("tshark")
-        .arg("--version")
-        .output()
-        .map(|o| o.status.success())
-        .unwrap_or(false)
-}
 
 fn pkt(v6: bool, len: usize, tag: u32) -> Vec<u8> {
     if v6 {
@@ -215,256 +209,16 @@ fn write_pcap(path: &Path, outer: &Outer, esp: &[Esp]) {
     std::fs::write(path, f).unwrap();
 }
 
-/// One frame as tshark dissected it.
-#[derive(Debug)]
-struct Frame {
-    number: u32,
-    spi: u32,
-    seq: u32,
-    icv_good: bool,
-    icv_bad: bool,
-    /// `esp.sequence-analysis.expected-sn`: present only when tshark saw a sequence gap.
-    expected_sn: String,
-    /// `esp.contained_data`: the decrypted ESP payload without the trailer.
-    contained: Vec<u8>,
-}
-
-const FIELDS: [&str; 7] = [
-    "frame.number",
-    "esp.spi",
-    "esp.sequence",
-    "esp.icv_good",
-    "esp.icv_bad",
-    "esp.sequence-analysis.expected-sn",
-    "esp.contained_data",
-];
-
-fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
-fn number(s: &str) -> u32 {
-    match s.strip_prefix("0x") {
-        Some(h) => u32::from_str_radix(h, 16).unwrap(),
-        None => s.parse().unwrap_or_else(|_| panic!("not a number: {s:?}")),
-    }
-}
-
-fn boolean(s: &str) -> bool {
-    matches!(s, "1" | "True" | "true")
-}
-
-/// Runs tshark with ESP decryption and the ICV check on, the SA given by a `uat:esp_sa` entry
-/// (reference §7), and returns the dissected frames.
+/// tshark's view of the run: ESP frames decrypted with the key and the run's SA.
 fn tshark(pcap: &Path, outer: &Outer) -> Vec<Frame> {
-    let sa = format!(
-        "uat:esp_sa:\"{}\",\"{}\",\"{}\",\"0x{:08x}\",\"AES-GCM with 16 octet ICV [RFC4106]\",\"0x{KEY_HEX}\",\"NULL\",\"\"",
-        if outer.v6 { "IPv6" } else { "IPv4" },
-        outer.src,
-        outer.dst,
-        outer.spi
-    );
-    let mut cmd = Command::new("tshark");
-    cmd.arg("-n")
-        .arg("-r")
-        .arg(pcap)
-        .args(["-o", "esp.enable_encryption_decode:TRUE"])
-        .args(["-o", "esp.enable_authentication_check:TRUE"])
-        .args(["-o", "esp.do_esp_sequence_analysis:TRUE"])
-        .args(["-o", &sa])
-        .args(["-T", "fields", "-E", "separator=/t", "-E", "occurrence=f"]);
-    for f in FIELDS {
-        cmd.args(["-e", f]);
-    }
-    let out = cmd.output().expect("run tshark");
-    assert!(
-        out.status.success(),
-        "tshark failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let text = String::from_utf8(out.stdout).unwrap();
-    text.lines()
-        .map(|l| {
-            let c: Vec<&str> = l.split('\t').collect();
-            assert_eq!(c.len(), FIELDS.len(), "tshark line {l:?}");
-            Frame {
-                number: number(c[0]),
-                spi: number(c[1]),
-                seq: number(c[2]),
-                icv_good: boolean(c[3]),
-                icv_bad: boolean(c[4]),
-                expected_sn: c[5].to_string(),
-                contained: hex(c[6]),
-            }
-        })
-        .collect()
+    let sa = EspSa {
+        v6: outer.v6,
+        src: outer.src,
+        dst: outer.dst,
+        spi: outer.spi,
+    };
+    tshark_esp(pcap, KEY_HEX, &[sa])
 }
-
-// ---------------------------------------------------------------------------------------------
-// Independent AGGFRAG decoder, from RFC 9347 §2 only.
-
-/// What the decoder saw, so the test can check the stream exercised the interesting cases.
-#[derive(Debug, Default)]
-struct Seen {
-    /// Lengths of runts: blocks cut before their length field was complete (< 4 / < 6 octets).
-    runts: Vec<usize>,
-    /// Largest number of payloads one inner packet was spread over.
-    max_span: usize,
-    /// Payloads that carry only a pad block (BlockOffset 0).
-    all_pad: usize,
-    /// Payloads ending in a pad block after data.
-    pad_blocks: usize,
-}
-
-/// A block being reassembled across payloads.
-struct Partial {
-    bytes: Vec<u8>,
-    /// Total block length, once the length field has been seen.
-    len: Option<usize>,
-    span: usize,
-}
-
-/// The block length from its first octets, or None if more octets are needed (a runt).
-fn block_len(b: &[u8]) -> Result<Option<usize>, String> {
-    match b[0] >> 4 {
-        4 if b.len() >= 4 => {
-            let l = usize::from(u16::from_be_bytes([b[2], b[3]]));
-            if l < 20 {
-                return Err(format!("IPv4 total length {l} < 20"));
-            }
-            Ok(Some(l))
-        }
-        6 if b.len() >= 6 => Ok(Some(40 + usize::from(u16::from_be_bytes([b[4], b[5]])))),
-        4 | 6 => Ok(None),
-        t => Err(format!("block type {t} where a packet was expected")),
-    }
-}
-
-/// Decodes AGGFRAG payloads (sequence number, payload) that must form one lossless stream:
-/// every inconsistency (sub-type, flags, BlockOffset, sequence gap inside a fragment, unknown
-/// block type, trailing partial packet) is an error.
-fn aggfrag_decode(payloads: &[(u32, Vec<u8>)]) -> Result<(Vec<Vec<u8>>, Seen), String> {
-    let mut out = Vec::new();
-    let mut seen = Seen::default();
-    let mut partial: Option<Partial> = None;
-    let mut prev_seq: Option<u32> = None;
-    for (seq, p) in payloads {
-        let ctx = |m: String| format!("seq {seq}: {m}");
-        if let Some(prev) = prev_seq
-            && *seq != prev.wrapping_add(1)
-        {
-            return Err(ctx(format!("sequence gap after {prev}")));
-        }
-        prev_seq = Some(*seq);
-        if p.len() < 4 {
-            return Err(ctx(format!("payload of {} octets", p.len())));
-        }
-        if p[0] != 0 {
-            return Err(ctx(format!("sub-type {}", p[0])));
-        }
-        if p[1] != 0 {
-            return Err(ctx(format!("reserved octet {:#x}", p[1])));
-        }
-        let offset = usize::from(u16::from_be_bytes([p[2], p[3]]));
-        let data = &p[4..];
-        let mut pos = 0;
-        if let Some(mut part) = partial.take() {
-            if offset == 0 {
-                // Only an all-pad payload may sit between fragments (RFC 9347 §2.2.3).
-                if data.first().is_some_and(|b| b >> 4 == 0) {
-                    seen.all_pad += 1;
-                    partial = Some(part);
-                    continue;
-                }
-                return Err(ctx("BlockOffset 0 while a packet is incomplete".into()));
-            }
-            part.span += 1;
-            // Complete a runt's length field from this payload first.
-            if part.len.is_none() {
-                let need = if part.bytes[0] >> 4 == 6 { 6 } else { 4 };
-                let take = (need - part.bytes.len()).min(data.len());
-                part.bytes.extend_from_slice(&data[..take]);
-                pos = take;
-                part.len = block_len(&part.bytes).map_err(ctx)?;
-            }
-            match part.len {
-                None => partial = Some(part), // still a runt: the whole payload was used
-                Some(len) => {
-                    let before = part.bytes.len() - pos; // octets received before this payload
-                    let remaining = len
-                        .checked_sub(before)
-                        .ok_or_else(|| ctx("runt longer than its packet".into()))?;
-                    // BlockOffset: octets of this payload's DataBlocks before the next block.
-                    if offset != remaining {
-                        return Err(ctx(format!(
-                            "BlockOffset {offset}, but {remaining} octets of the packet remain"
-                        )));
-                    }
-                    let end = remaining.min(data.len());
-                    part.bytes.extend_from_slice(&data[pos..end]);
-                    pos = end;
-                    if part.bytes.len() == len {
-                        seen.max_span = seen.max_span.max(part.span);
-                        out.push(part.bytes);
-                    } else {
-                        partial = Some(part);
-                    }
-                }
-            }
-        } else if offset != 0 {
-            return Err(ctx(format!(
-                "BlockOffset {offset} with no packet in progress"
-            )));
-        }
-        // New blocks from `pos` on.
-        let first_block = pos;
-        while pos < data.len() {
-            let rest = &data[pos..];
-            if rest[0] >> 4 == 0 {
-                // Pad block: runs to the end of the payload.
-                if pos == 0 && first_block == 0 {
-                    seen.all_pad += 1;
-                } else {
-                    seen.pad_blocks += 1;
-                }
-                break;
-            }
-            match block_len(rest).map_err(ctx)? {
-                None => {
-                    seen.runts.push(rest.len());
-                    partial = Some(Partial {
-                        bytes: rest.to_vec(),
-                        len: None,
-                        span: 1,
-                    });
-                    break;
-                }
-                Some(len) if len <= rest.len() => {
-                    out.push(rest[..len].to_vec());
-                    seen.max_span = seen.max_span.max(1);
-                    pos += len;
-                }
-                Some(len) => {
-                    partial = Some(Partial {
-                        bytes: rest.to_vec(),
-                        len: Some(len),
-                        span: 1,
-                    });
-                    break;
-                }
-            }
-        }
-    }
-    if partial.is_some() {
-        return Err("stream ends inside a packet".into());
-    }
-    Ok((out, seen))
-}
-
-// ---------------------------------------------------------------------------------------------
 
 fn tmp_pcap(name: &str) -> PathBuf {
     std::env::temp_dir().join(format!("iptfs-tshark-{}-{name}.pcap", std::process::id()))
