@@ -96,6 +96,8 @@ struct Level {
     all_pad_outers: u64,
     /// Slots the sender missed (woken too late); each one is an outer not sent.
     missed_slots: u64,
+    /// Slots sent late but made up, back to back (woken at most 8 slots late).
+    late_slots: u64,
     seconds: f64,
 }
 
@@ -595,6 +597,7 @@ fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyho
             t1,
             d("all_pad_packets"),
             d("missed_slots"),
+            d("late_slots"),
         ));
     }
     std::thread::sleep(Duration::from_millis(200));
@@ -602,7 +605,7 @@ fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyho
     let seen = esp_packets(&file)?;
     let mut levels = Vec::new();
     let mut worst: f64 = 0.0;
-    for (load, offered, delivered, loss, t0, t1, pad, missed) in windows {
+    for (load, offered, delivered, loss, t0, t1, pad, missed, late) in windows {
         // Half a second off each edge: the load starts and stops inside the window.
         let (lo, hi) = (t0 + 0.5, t1 - 0.5);
         let mut sizes = BTreeMap::new();
@@ -628,6 +631,7 @@ fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyho
             outer_sizes: sizes,
             all_pad_outers: pad,
             missed_slots: missed,
+            late_slots: late,
             seconds: span,
         });
     }
