@@ -539,8 +539,10 @@ fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyho
     );
     let sa = lab.out4("r1")?;
     let spi = sa["spi"].as_u64().context("SA without spi")? as u32;
-    // The DataBlock capacity of one outer: IPv4 20, ESP 8 + IV 8 + trailer 2 + ICV 16, AGGFRAG 4.
-    let capacity = a.outer_size.saturating_sub(58);
+    // The DataBlock capacity of one outer: IPv4 20, ESP header 8, IV 8 and ICV 16 around a
+    // payload padded to 4 octets that holds the AGGFRAG header (4), the data and the ESP
+    // trailer (2).
+    let capacity = (a.outer_size.saturating_sub(52) & !3).saturating_sub(6);
     let cap_mbps = a.rate_pps as f64 * capacity as f64 * 8.0 / 1e6;
     let wire = lab.lab.switch_port_ifaces("r2")?;
     let wire = wire.get(&2).context("r2 has no port 2")?;
