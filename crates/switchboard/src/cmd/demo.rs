@@ -156,29 +156,33 @@ pub fn iperf(
     server_ip: &str,
     secs: u32,
 ) -> anyhow::Result<f64> {
-    let pid = lab.spawn(server, &["iperf3", "-s", "-1", "-B", server_ip])?;
+    let v = iperf_run(lab, server, client, server_ip, &["-t", &secs.to_string()])?;
+    v.pointer("/end/sum_received/bits_per_second")
+        .and_then(Value::as_f64)
+        .map(|bps| bps / 1e6)
+        .with_context(|| format!("iperf3 {client} -> {server_ip}: no receiver summary"))
+}
+
+/// One iperf3 run from `client` to `server_ip` (a one-shot server started on `server`) with
+/// the extra client arguments `args`; its JSON report. Retries while the server is not yet
+/// listening.
+pub fn iperf_run(
+    lab: &Lab,
+    server: &str,
+    client: &str,
+    server_ip: &str,
+    args: &[&str],
+) -> anyhow::Result<Value> {
+    lab.spawn(server, &["iperf3", "-s", "-1", "-B", server_ip])?;
+    let mut argv = vec!["iperf3", "-c", server_ip, "-J", "--connect-timeout", "1000"];
+    argv.extend_from_slice(args);
     let mut last = String::new();
     for _ in 0..30 {
         std::thread::sleep(Duration::from_millis(100));
-        let out = lab.exec(
-            client,
-            &[
-                "iperf3",
-                "-c",
-                server_ip,
-                "-t",
-                &secs.to_string(),
-                "-J",
-                "--connect-timeout",
-                "1000",
-            ],
-        )?;
+        let out = lab.exec(client, &argv)?;
         let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if let Some(bps) = v
-            .pointer("/end/sum_received/bits_per_second")
-            .and_then(Value::as_f64)
-        {
-            return Ok(bps / 1e6);
+        if v.pointer("/end/sum").is_some() || v.pointer("/end/sum_received").is_some() {
+            return Ok(v);
         }
         last = v
             .get("error")
@@ -189,7 +193,6 @@ pub fn iperf(
             break;
         }
     }
-    let _ = pid;
     bail!("iperf3 {client} -> {server_ip} failed: {last}")
 }
 

@@ -23,7 +23,7 @@ use lab::{Lab, LabOptions, Topology};
 use serde::Serialize;
 use serde_json::Value;
 
-use super::demo::{DemoArgs, PingResult, example_dir, iperf, ping, which};
+use super::demo::{DemoArgs, PingResult, example_dir, iperf, iperf_run, ping, which};
 use super::lab::{log_path, run_dir, switch_launcher, wait_for_api};
 
 /// Every phase, in the order they run.
@@ -471,55 +471,24 @@ fn wall() -> f64 {
 
 /// An iperf3 UDP run h1 -> h2 at `mbps` for `secs`: (Mbit/s received, loss %).
 fn iperf_udp(lab: &Lab, mbps: f64, secs: f64) -> anyhow::Result<(f64, f64)> {
-    lab.spawn("h2", &["iperf3", "-s", "-1", "-B", H2_V4])?;
-    let mut last = String::new();
-    for _ in 0..30 {
-        std::thread::sleep(Duration::from_millis(100));
-        let out = lab.exec(
-            "h1",
-            &[
-                "iperf3",
-                "-u",
-                "-c",
-                H2_V4,
-                "-b",
-                &format!("{:.0}", mbps * 1e6),
-                "-l",
-                "1200",
-                "-t",
-                &format!("{secs:.0}"),
-                "-J",
-                "--connect-timeout",
-                "1000",
-            ],
-        )?;
-        let v: Value = serde_json::from_slice(&out.stdout).unwrap_or(Value::Null);
-        if let Some(bps) = v
-            .pointer("/end/sum/bits_per_second")
-            .and_then(Value::as_f64)
-        {
-            // The receiver's view: iperf3 puts the server's numbers under sum_received for
-            // TCP, and for UDP in `sum` with the loss the server counted.
-            let lost = v
-                .pointer("/end/sum/lost_percent")
-                .and_then(Value::as_f64)
-                .unwrap_or(0.0);
-            let rx = v
-                .pointer("/end/sum_received/bits_per_second")
-                .and_then(Value::as_f64)
-                .unwrap_or(bps * (1.0 - lost / 100.0));
-            return Ok((rx / 1e6, lost));
-        }
-        last = v
-            .get("error")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-            .unwrap_or_else(|| String::from_utf8_lossy(&out.stderr).into_owned());
-        if !last.contains("connect") {
-            break;
-        }
-    }
-    bail!("iperf3 UDP h1 -> {H2_V4} failed: {last}")
+    let rate = format!("{:.0}", mbps * 1e6);
+    let secs = format!("{secs:.0}");
+    let args = ["-u", "-b", &rate, "-l", "1200", "-t", &secs];
+    let v = iperf_run(lab, "h2", "h1", H2_V4, &args)?;
+    // UDP: `sum` holds the sender's rate with the loss the server counted.
+    let bps = v
+        .pointer("/end/sum/bits_per_second")
+        .and_then(Value::as_f64)
+        .context("iperf3 UDP: no summary")?;
+    let lost = v
+        .pointer("/end/sum/lost_percent")
+        .and_then(Value::as_f64)
+        .unwrap_or(0.0);
+    let rx = v
+        .pointer("/end/sum_received/bits_per_second")
+        .and_then(Value::as_f64)
+        .unwrap_or(bps * (1.0 - lost / 100.0));
+    Ok((rx / 1e6, lost))
 }
 
 fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyhow::Result<()> {
@@ -639,7 +608,7 @@ fn constant_rate(dir: &Path, work: &Path, a: &DemoArgs, r: &mut Report) -> anyho
     }
     println!(
         "\n      {:<10} {:>9} {:>9} {:>7} {:>10} {:>7} {:>9}  outer sizes seen",
-        "load", "offered", "deliverd", "loss%", "outer pps", "error%", "all-pad"
+        "load", "offered", "delivered", "loss%", "outer pps", "error%", "all-pad"
     );
     for l in &levels {
         let sizes: Vec<String> = l
