@@ -146,6 +146,29 @@ fn example_copy(name: &str, api: &str) -> TempDir {
     example_copy_of("p4containerflow", name, api)
 }
 
+/// Runs `switchboard demo <which> --example <dir> --json <dir>/result.json <args>`, asserts
+/// it succeeded, and returns its JSON report and its output (for assertion messages).
+fn run_demo(which: &str, dir: &std::path::Path, args: &[&str]) -> (Value, String) {
+    let json_path = dir.join("result.json");
+    let out = Command::new(bin())
+        .args(["demo", which, "--example"])
+        .arg(dir)
+        .arg("--json")
+        .arg(&json_path)
+        .args(args)
+        .output()
+        .unwrap();
+    let log = format!(
+        "{}\n{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    eprintln!("{log}");
+    assert!(out.status.success(), "demo {which} failed:\n{log}");
+    let r = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
+    (r, log)
+}
+
 /// Removes a lab by name when dropped, also when the test fails (for tests whose lab is built
 /// by a demo rather than by [`TestLab`]).
 struct LabDown(&'static str);
@@ -661,26 +684,25 @@ fn live_migration_under_load_loses_nothing() {
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy(name, &api);
     let _down = LabDown(name);
-    let json_path = dir.0.join("result.json");
-    let out = Command::new(bin())
-        .args(["demo", "migration", "--runs", "2", "--connections", "4"])
-        .args(["--steady-s", "1", "--interval-s", "1", "--post-s", "1"])
-        .arg("--example")
-        .arg(&dir.0)
-        .arg("--out")
-        .arg(dir.0.join("out"))
-        .arg("--json")
-        .arg(&json_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "demo migration failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let out_dir = dir.0.join("out");
+    let (r, _) = run_demo(
+        "migration",
+        &dir.0,
+        &[
+            "--runs",
+            "2",
+            "--connections",
+            "4",
+            "--steady-s",
+            "1",
+            "--interval-s",
+            "1",
+            "--post-s",
+            "1",
+            "--out",
+            out_dir.to_str().unwrap(),
+        ],
     );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(r["runs"], 2);
     assert_eq!(r["dropped_connections"], 0, "{r}");
     assert_eq!(r["sequence_holes"], 0, "{r}");
@@ -719,30 +741,11 @@ fn ecmper_demo_agent_saves_moved_connections() {
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy_of("ecmper", name, &api);
     let _down = LabDown(name);
-    let json_path = dir.0.join("result.json");
-    let out = Command::new(bin())
-        .args([
-            "demo",
-            "ecmper",
-            "--requests",
-            "300",
-            "--flap-interval-s",
-            "0.5",
-        ])
-        .arg("--example")
-        .arg(&dir.0)
-        .arg("--json")
-        .arg(&json_path)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    eprintln!("{stdout}");
-    assert!(
-        out.status.success(),
-        "demo ecmper failed: {stdout}{}",
-        String::from_utf8_lossy(&out.stderr)
+    let (r, _) = run_demo(
+        "ecmper",
+        &dir.0,
+        &["--requests", "300", "--flap-interval-s", "0.5"],
     );
-    let r: Value = serde_json::from_str(&std::fs::read_to_string(&json_path).unwrap()).unwrap();
     assert_eq!(r["demo1"]["with_agent"], "200", "{r}");
     assert_eq!(r["demo1"]["without_agent"], "reset", "{r}");
     let runs = r["demo2"].as_array().unwrap();
@@ -1229,29 +1232,11 @@ fn iptfs_demo_constant_rate_holds_whatever_the_inner_load() {
     let api = format!("127.0.0.1:{}", free_port());
     let dir = example_copy_of("iptfs", name, &api);
     let _down = [LabDown(name), LabDown("tiptfsd1"), LabDown("tiptfsd2")];
-    let json = dir.0.join("demo.json");
-    let out = Command::new(bin())
-        .args(["demo", "iptfs", "--example"])
-        .arg(&dir.0)
-        .args([
-            "--seconds",
-            "2",
-            "--level-s",
-            "2",
-            "--blast-s",
-            "1",
-            "--json",
-        ])
-        .arg(&json)
-        .output()
-        .unwrap();
-    let log = format!(
-        "{}\n{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
+    let (v, log) = run_demo(
+        "iptfs",
+        &dir.0,
+        &["--seconds", "2", "--level-s", "2", "--blast-s", "1"],
     );
-    assert!(out.status.success(), "demo failed:\n{log}");
-    let v: Value = serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
     for fam in ["ipv4", "ipv6"] {
         assert_eq!(v["ping"][fam]["loss_pct"].as_f64(), Some(0.0), "{log}");
     }
@@ -1318,5 +1303,4 @@ fn iptfs_demo_constant_rate_holds_whatever_the_inner_load() {
         "aggregation packs several 64-byte inners per outer\n{log}"
     );
     assert!(sp["ratio"].as_f64().unwrap() > 1.0, "{log}");
-    eprintln!("{log}");
 }
