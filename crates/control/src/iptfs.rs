@@ -52,7 +52,7 @@ fn direction(s: &SaStats) -> &'static str {
 /// `switchboard_iptfs_sa_info`, `switchboard_iptfs_sa_seq`, `switchboard_iptfs_sa_queued_bytes`
 /// and one `switchboard_iptfs_<counter>_total{sa,direction}` family per counter name (the
 /// codec's and the stage's, e.g. `ttl_expired`, `ecn_marked`, `ecn_dropped`,
-/// `outer_addr_mismatch`; every SA lists every name of its direction, zeros included, so a
+/// `outer_addr_mismatch`, `outer_fragments`; every SA lists every name of its direction, zeros included, so a
 /// dashboard sees the series before the first event).
 pub fn render_metrics(switch: &Switch, out: &mut String) {
     let Some(h) = handle_of(switch) else {
@@ -206,6 +206,13 @@ src_mac = "02:00:00:00:00:01"
         expiring[8] = 1;
         f.extend(expiring);
         handles[0].inject(&f);
+        // Outer IPv4 fragments of ESP to the in SA (the first with its SPI, a later one
+        // without): not reassembled, counted as `outer_fragments`.
+        handles[1].inject(&outer_fragment(0x2000, true));
+        handles[1].inject(&outer_fragment(0x0010, false));
+        while handles[1].pending() > 0 {
+            a.worker.poll_once().unwrap();
+        }
         while handles[0].pending() > 0 {
             a.worker.poll_once().unwrap();
         }
@@ -226,6 +233,9 @@ src_mac = "02:00:00:00:00:01"
         assert_eq!(sas[1]["direction"], "in");
         assert_eq!(sas[1]["counters"]["bad_icv"], 0);
         assert_eq!(sas[0]["counters"]["ttl_expired"], 1);
+        assert_eq!(sas[1]["counters"]["outer_fragments"], 2);
+        assert_eq!(sas[1]["counters"]["push_errors"], 0, "not an out-SA error");
+        assert_eq!(sas[0]["counters"]["outer_fragments"], 0);
         for c in [
             "ttl_expired",
             "ecn_marked",
@@ -250,6 +260,9 @@ src_mac = "02:00:00:00:00:01"
         assert!(text.contains(
             "switchboard_iptfs_ttl_expired_total{sa=\"r1-to-r2\",direction=\"out\"} 1\n"
         ));
+        assert!(text.contains(
+            "switchboard_iptfs_outer_fragments_total{sa=\"r2-to-r1\",direction=\"in\"} 2\n"
+        ));
         for c in ["ecn_marked", "ecn_dropped", "outer_addr_mismatch"] {
             assert!(
                 text.contains(&format!(
@@ -258,6 +271,32 @@ src_mac = "02:00:00:00:00:01"
                 "{c} in /metrics"
             );
         }
+    }
+
+    /// An IPv4 fragment (flags / offset field `frag`) of ESP from 10.0.1.3 to 10.0.1.2, the
+    /// in SA's endpoints; `first` starts with the in SA's ESP header.
+    fn outer_fragment(frag: u16, first: bool) -> Vec<u8> {
+        let mut f = vec![2, 0, 0, 0, 0, 1, 2, 0, 0, 0, 0, 9, 8, 0];
+        let mut ip = vec![
+            0x45, 0, 0, 0, 0, 7, 0, 0, 64, 50, 0, 0, 10, 0, 1, 3, 10, 0, 1, 2,
+        ];
+        ip[6..8].copy_from_slice(&frag.to_be_bytes());
+        if first {
+            ip.extend_from_slice(&[0, 0, 0x0b, 0xbb, 0, 0, 0, 1]);
+        }
+        ip.extend_from_slice(&[0x5a; 64]);
+        let len = ip.len() as u16;
+        ip[2..4].copy_from_slice(&len.to_be_bytes());
+        let mut sum: u32 = ip[..20]
+            .chunks(2)
+            .map(|w| u32::from(u16::from_be_bytes([w[0], w[1]])))
+            .sum();
+        while sum > 0xffff {
+            sum = (sum & 0xffff) + (sum >> 16);
+        }
+        ip[10..12].copy_from_slice(&(!(sum as u16)).to_be_bytes());
+        f.extend(ip);
+        f
     }
 
     /// A minimal IPv4 packet of `len` octets to 10.0.2.4.

@@ -770,6 +770,31 @@ fn config_errors_name_the_field() {
     bad("init_delay_ms = 1\ninit_delay_us = 1", "init_delay");
     bad("outer_packet_size = 60", "outer_packet_size");
     bad("bogus = 1", "bogus");
+    // A knob of the other direction is refused, naming it, not silently ignored.
+    bad("reorder_window = 5", "reorder_window");
+    bad("replay_window = 128", "replay_window");
+    let bad_in = |extra: &str, what: &str| {
+        let v: toml::Value = toml::from_str(&sa(
+            "x",
+            "in",
+            0xAAA,
+            "10.0.1.2",
+            "10.0.1.3",
+            2,
+            (R2_MAC, R1_MAC),
+            extra,
+        ))
+        .unwrap();
+        let e = Iptfs::from_options(v.get("stage").and_then(|s| s.get("iptfs")))
+            .err()
+            .unwrap_or_else(|| panic!("{extra} accepted on an in SA"));
+        assert!(e.contains(what), "{e} should name {what}");
+        assert!(e.contains("out SAs"), "{e} should say where it applies");
+    };
+    bad_in("mode = \"iptfs\"", "mode");
+    bad_in("selector = [\"10.0.2.0/24\"]", "selector");
+    bad_in("congestion_control = true", "congestion_control");
+    bad_in("outer_packet_size = 1000", "outer_packet_size");
     let v: toml::Value = toml::from_str(&sa(
         "x",
         "out",
@@ -1523,4 +1548,102 @@ fn in_sa_outer_addresses_checked() {
     assert_eq!(counter(&r2, 0, "replayed"), 0);
     assert_eq!(counter(&r2, 0, "outer_packets"), 1);
     assert_eq!(counter(&r2, 1, "outer_addr_mismatch"), 0);
+}
+
+/// iptfs-dev's `drop_2to{Y}of{N}[_exceptevery_{Z}]` cases through the stage with reorder
+/// window 4: 700-octet inners straddle the fixed 1500-octet outers, the dropped outers never
+/// reach r2, and r2 delivers exactly the inners whose every piece arrived, in order, counting
+/// the lost outers as missed.
+#[test]
+fn drop_n_of_m_window_4_through_the_stage() {
+    let mut cases = 0;
+    for n in [3usize, 4, 6, 10] {
+        for y in 2..=n.min(4) {
+            for z in [None, Some(3usize)] {
+                cases += 1;
+                let (mut r1, _) = pair(false, "mode = \"iptfs\"\nrate_pps = 1000\n");
+                let mut r2 = Node::new(&sa(
+                    "r1-to-r2",
+                    "in",
+                    0xAAA,
+                    "10.0.1.3",
+                    "10.0.1.2",
+                    3,
+                    (H_MAC, R2_MAC),
+                    "reorder_window = 4\ndrop_time_ms = 50\n",
+                ));
+                let inner: Vec<Vec<u8>> = (0..40).map(|i| v4(700, i)).collect();
+                let outers = encode_all(&mut r1, &inner);
+                let dropped = |i: usize| {
+                    let k = i % n + 1;
+                    (2..=y).contains(&k) && z.is_none_or(|z| !i.is_multiple_of(z))
+                };
+                let kept: Vec<Vec<u8>> = outers
+                    .iter()
+                    .enumerate()
+                    .filter(|(i, _)| !dropped(*i))
+                    .map(|(_, o)| o.clone())
+                    .collect();
+                let mut got = decode_frames(&mut r2, &kept);
+                // The lost-packet timer releases whatever still waits for a dropped outer.
+                got.extend(
+                    r2.poll(100 * MS)
+                        .0
+                        .into_iter()
+                        .map(|(_, d)| d[14..].to_vec()),
+                );
+                // 1442 octets of data blocks per outer: which outers each inner touches.
+                let mut at = 0;
+                let want: Vec<Vec<u8>> = inner
+                    .iter()
+                    .filter(|p| {
+                        let (a, b) = (at / 1442, (at + p.len() - 1) / 1442);
+                        at += p.len();
+                        !(a..=b).any(dropped)
+                    })
+                    .map(|p| hops(p, 2))
+                    .collect();
+                let what = format!("drop 2to{y}of{n} except every {z:?}");
+                assert!(want.len() < inner.len(), "{what} drops something");
+                assert_eq!(got.len(), want.len(), "{what}");
+                assert!(
+                    got == want,
+                    "{what}: delivered exactly the intact inners in order"
+                );
+                let last =
+                    outers.len() - 1 - (0..outers.len()).rev().take_while(|&i| dropped(i)).count();
+                let lost = (0..last).filter(|&i| dropped(i)).count() as u64;
+                r2.poll(200 * MS);
+                assert_eq!(counter(&r2, 0, "missed_packets"), lost, "{what}");
+            }
+        }
+    }
+    assert_eq!(cases, 22);
+}
+
+/// `congestion_control = true` (RFC 9348) makes the out SA send RFC 9347 sub-type 1 AGGFRAG
+/// headers (sub-type 0 without it), and the in SA decodes them to the same inner packets.
+#[test]
+fn congestion_control_knob_selects_subtype_1() {
+    for (extra, subtype) in [("", 0u8), ("congestion_control = true\n", 1)] {
+        let (mut r1, mut r2) = pair(false, extra);
+        let inner: Vec<Vec<u8>> = (0..5).map(|i| v4(84, i)).collect();
+        for p in &inner {
+            assert_eq!(r1.input(0, &eth(R1_MAC, H_MAC, p)), Egress::Consumed);
+        }
+        let outers: Vec<Vec<u8>> = r1.poll(0).0.into_iter().map(|(_, f)| f).collect();
+        assert!(!outers.is_empty());
+        let mut esp_in = EspInbound::new(0xAAA, &SaKey::from_hex(KEY).unwrap(), false, 64).unwrap();
+        for f in &outers {
+            let h = packet::parse::parse(f).unwrap();
+            let mut esp = f[usize::from(h.l4_off)..usize::from(h.l3_end)].to_vec();
+            let opened = esp_in.open(&mut esp).unwrap();
+            assert_eq!(esp[opened.payload.start], subtype, "{extra:?}");
+        }
+        assert_eq!(
+            decode_frames(&mut r2, &outers),
+            all_hops(&inner, 2),
+            "{extra:?}"
+        );
+    }
 }

@@ -666,9 +666,14 @@ mod tests {
             }
         }
         assert_eq!(w.check(2000), Err(Error::Replayed { seq: 2000 }));
-        assert!(w.check(1999).is_ok() || 1999 % 3 != 0);
-        assert!(w.check(1998).is_ok()); // multiple of 3, never seen, inside window
+        // 1999 is not a multiple of 3: it was received.
+        assert_eq!(w.check(1999), Err(Error::Replayed { seq: 1999 }));
+        assert_eq!(w.check(1998), Ok(())); // multiple of 3, never seen, inside window
+        assert_eq!(w.check(2001), Ok(()));
         assert_eq!(w.check(2000 - 1024), Err(Error::TooOld { seq: 976 }));
+        // The oldest slot still in the window: 977 was received, 978 (3 * 326) never.
+        assert_eq!(w.check(977), Err(Error::Replayed { seq: 977 }));
+        assert_eq!(w.check(978), Ok(()));
         // ESN inference across a 2^32 boundary.
         let mut w = ReplayWindow::new(64).unwrap();
         w.update((1u64 << 32) - 10);

@@ -743,8 +743,19 @@ fn malformed_aggfrag() {
     feed(&mut rx, &mut esp, &agg(900, &d), &mut got).unwrap();
     assert_eq!(rx.counters().inconsistent_offsets, 1);
     assert_eq!(rx.counters().incomplete_packets, 1);
-    // BlockOffset past the end of the payload with nothing in progress: skipped.
+    // BlockOffset past the end of the payload with nothing in progress: the whole data area
+    // is a continuation of a packet whose start was never seen, counted as skipped octets
+    // (not as an inconsistency: there is nothing to be inconsistent with).
+    let before = rx.counters().clone();
+    let delivered = got.len();
     feed(&mut rx, &mut esp, &agg(5000, &[1; 50]), &mut got).unwrap();
+    assert_eq!(rx.counters().skipped_octets, before.skipped_octets + 50);
+    assert_eq!(
+        rx.counters().inconsistent_offsets,
+        before.inconsistent_offsets
+    );
+    assert_eq!(rx.counters().incomplete_packets, before.incomplete_packets);
+    assert_eq!(got.len(), delivered);
     // Resync: the next good packet arrives intact.
     feed(&mut rx, &mut esp, &agg(0, &c), &mut got).unwrap();
     // BlockOffset 0 (non-pad) where a continuation was expected.

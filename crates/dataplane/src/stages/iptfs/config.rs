@@ -21,11 +21,15 @@
 //! default 1500, 0 = 1500 as there is no PMTU discovery), `rate_pps` or `l3_fixed_rate` (bit/s,
 //! RFC 9348) for mode `iptfs` (one is required), `init_delay_us` / `init_delay_ms` (Linux
 //! `init-delay`, default 0), `max_queue_size` (octets, default 10485760), `dont_frag` (default
-//! false), `max_aggregation_time_ms` (RFC 9348, default none).
+//! false), `max_aggregation_time_ms` (RFC 9348, default none), `congestion_control` (RFC 9348
+//! `congestion-control`: send the RFC 9347 6.1.2 sub-type 1 AGGFRAG header; default false, as
+//! Linux, which sends sub-type 0 only).
 //! Receiver knobs (in SAs): `reorder_window` (default 3), `drop_time_us` / `drop_time_ms`
 //! (Linux `drop-time`, default 1 s), `send_immediately` (RFC 9348, default false),
-//! `strict_flags` (drop non-zero AGGFRAG flags as Linux, default true), `replay_window`
-//! (default 64). Both: `esn` (extended sequence numbers, default false).
+//! `strict_flags` (drop non-zero AGGFRAG flags as Linux, default true; sub-type 1 with zero
+//! flags is accepted either way), `replay_window` (default 64). Both: `esn` (extended sequence
+//! numbers, default false). A knob of the other direction (e.g. `reorder_window` on an out SA,
+//! `mode` or `selector` on an in SA) is refused with the field named, not silently ignored.
 //!
 //! Router behaviour (the stage stands in for a Linux router forwarding into and out of the
 //! tunnel): `decrement_ttl` (both directions, default true) decrements the inner IPv4 TTL /
@@ -90,8 +94,8 @@ pub struct SaConfig {
     /// The peer's outer address.
     pub remote: IpAddr,
     #[serde(default)]
-    /// Out: inner destination prefixes sent through this SA.
-    pub selector: Vec<String>,
+    /// Out: inner destination prefixes sent through this SA (required on out SAs).
+    pub selector: Option<Vec<String>>,
     /// Out: egress port of outers; in: egress port of inner packets.
     pub port: u16,
     /// Destination MAC of the frames sent on `port`.
@@ -99,35 +103,40 @@ pub struct SaConfig {
     /// Source MAC of the frames sent on `port`.
     pub src_mac: String,
     #[serde(default)]
-    /// How outers are built (default `demand`).
-    pub mode: Mode,
-    #[serde(default = "default_outer_size", alias = "pkt_size")]
-    /// Outer IP packet size: fixed (iptfs) or maximum (demand); 0 = 1500.
-    pub outer_packet_size: usize,
+    /// Out: how outers are built (default `demand`).
+    pub mode: Option<Mode>,
+    #[serde(default, alias = "pkt_size")]
+    /// Out: outer IP packet size: fixed (iptfs) or maximum (demand); 0 = 1500 (default).
+    pub outer_packet_size: Option<usize>,
     #[serde(default)]
-    /// Constant rate in outer packets per second (mode `iptfs`).
-    pub rate_pps: u64,
+    /// Out: constant rate in outer packets per second (mode `iptfs`).
+    pub rate_pps: Option<u64>,
     #[serde(default)]
-    /// Constant rate in outer IP bits per second (RFC 9348 `l3-fixed-rate`, mode `iptfs`).
-    pub l3_fixed_rate: u64,
+    /// Out: constant rate in outer IP bits per second (RFC 9348 `l3-fixed-rate`, mode `iptfs`).
+    pub l3_fixed_rate: Option<u64>,
     #[serde(default)]
     /// Linux `init-delay` in µs (demand mode aggregation wait; default 0).
     pub init_delay_us: Option<u64>,
     #[serde(default)]
     /// The same in ms.
     pub init_delay_ms: Option<u64>,
-    #[serde(default = "default_queue")]
-    /// Linux `max-queue-size` in octets (default 10485760).
-    pub max_queue_size: usize,
+    #[serde(default)]
+    /// Out: Linux `max-queue-size` in octets (default 10485760).
+    pub max_queue_size: Option<usize>,
     #[serde(default, alias = "dont_fragment")]
-    /// Linux `dont-frag`: never fragment inner packets; bigger ones get ICMP too-big.
-    pub dont_frag: bool,
+    /// Out: Linux `dont-frag`: never fragment inner packets; bigger ones get ICMP too-big.
+    pub dont_frag: Option<bool>,
     #[serde(default)]
     /// RFC 9348 `max-aggregation-time`: inner packets waiting longer are dropped.
     pub max_aggregation_time_ms: Option<u64>,
-    #[serde(default = "default_reorder", alias = "window_size")]
+    #[serde(default)]
+    /// Out: send the RFC 9347 6.1.2 sub-type 1 congestion-control AGGFRAG header instead of
+    /// sub-type 0 (RFC 9348 `congestion-control`; default false, as Linux, which only sends
+    /// sub-type 0).
+    pub congestion_control: Option<bool>,
+    #[serde(default, alias = "window_size")]
     /// In: Linux `reorder-window` / RFC 9348 `window-size` (default 3).
-    pub reorder_window: u16,
+    pub reorder_window: Option<u16>,
     #[serde(default)]
     /// In: Linux `drop-time` in µs (lost-packet timer; default 1 s).
     pub drop_time_us: Option<u64>,
@@ -136,13 +145,14 @@ pub struct SaConfig {
     pub drop_time_ms: Option<u64>,
     #[serde(default)]
     /// In: RFC 9348 `send-immediately` (deliver out-of-order inners at once).
-    pub send_immediately: bool,
-    #[serde(default = "default_true")]
-    /// In: drop AGGFRAG payloads with non-zero flags, as Linux (default true).
-    pub strict_flags: bool,
-    #[serde(default = "default_replay")]
+    pub send_immediately: Option<bool>,
+    #[serde(default)]
+    /// In: drop AGGFRAG payloads with non-zero flags, as Linux (default true). Sub-type 1
+    /// (congestion control) with zero flags is accepted either way.
+    pub strict_flags: Option<bool>,
+    #[serde(default)]
     /// In: anti-replay window (default 64).
-    pub replay_window: u32,
+    pub replay_window: Option<u32>,
     #[serde(default)]
     /// Extended sequence numbers.
     pub esn: bool,
@@ -189,20 +199,66 @@ pub enum EcnMode {
 fn default_algorithm() -> String {
     "aes-gcm-128".into()
 }
-fn default_outer_size() -> usize {
-    1500
-}
-fn default_queue() -> usize {
-    10_485_760
-}
-fn default_reorder() -> u16 {
-    3
-}
 fn default_true() -> bool {
     true
 }
-fn default_replay() -> u32 {
-    64
+
+/// Default send-queue limit (Linux `max-queue-size`).
+const DEFAULT_QUEUE: usize = 10_485_760;
+/// Default reorder window (Linux `reorder-window`).
+const DEFAULT_REORDER: u16 = 3;
+/// Default anti-replay window.
+const DEFAULT_REPLAY: u32 = 64;
+
+impl SaConfig {
+    /// Mode of an out SA (`demand` when not given).
+    pub fn mode(&self) -> Mode {
+        self.mode.unwrap_or_default()
+    }
+
+    /// Anti-replay window of an in SA (64 when not given).
+    pub fn replay_window(&self) -> u32 {
+        self.replay_window.unwrap_or(DEFAULT_REPLAY)
+    }
+
+    /// Options given that only the other direction uses: a config that sets them most
+    /// likely has the SA's direction (or the option) wrong, so it is refused rather than
+    /// silently ignored.
+    fn foreign_options(&self) -> Vec<&'static str> {
+        let mut v = Vec::new();
+        let mut note = |set: bool, name: &'static str| {
+            if set {
+                v.push(name);
+            }
+        };
+        match self.direction {
+            Direction::Out => {
+                note(self.reorder_window.is_some(), "reorder_window");
+                note(self.drop_time_us.is_some(), "drop_time_us");
+                note(self.drop_time_ms.is_some(), "drop_time_ms");
+                note(self.send_immediately.is_some(), "send_immediately");
+                note(self.strict_flags.is_some(), "strict_flags");
+                note(self.replay_window.is_some(), "replay_window");
+            }
+            Direction::In => {
+                note(self.selector.is_some(), "selector");
+                note(self.mode.is_some(), "mode");
+                note(self.outer_packet_size.is_some(), "outer_packet_size");
+                note(self.rate_pps.is_some(), "rate_pps");
+                note(self.l3_fixed_rate.is_some(), "l3_fixed_rate");
+                note(self.init_delay_us.is_some(), "init_delay_us");
+                note(self.init_delay_ms.is_some(), "init_delay_ms");
+                note(self.max_queue_size.is_some(), "max_queue_size");
+                note(self.dont_frag.is_some(), "dont_frag");
+                note(
+                    self.max_aggregation_time_ms.is_some(),
+                    "max_aggregation_time_ms",
+                );
+                note(self.congestion_control.is_some(), "congestion_control");
+            }
+        }
+        v
+    }
 }
 
 /// The whole `[stage.iptfs]` table.
@@ -346,6 +402,16 @@ impl IptfsConfig {
             if sa.spi < 256 {
                 return Err(at("spi", "0-255 are reserved (RFC 4303)".into()));
             }
+            if let Some(f) = sa.foreign_options().first() {
+                let (this, other) = match sa.direction {
+                    Direction::Out => ("out", "in"),
+                    Direction::In => ("in", "out"),
+                };
+                return Err(at(
+                    f,
+                    format!("only applies to {other} SAs (this SA is '{this}')"),
+                ));
+            }
             let key = iptfs::SaKey::from_hex(&sa.key).map_err(|e| at("key", e.to_string()))?;
             let want = match sa.algorithm.as_str() {
                 "aes-gcm-128" => iptfs::Algorithm::AesGcm128,
@@ -380,6 +446,7 @@ impl IptfsConfig {
             let selector = sa
                 .selector
                 .iter()
+                .flatten()
                 .map(|s| Prefix::parse(s))
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| at("selector", e))?;
@@ -394,10 +461,9 @@ impl IptfsConfig {
                 .src_mac
                 .parse()
                 .map_err(|_| at("src_mac", format!("'{}' is not a MAC address", sa.src_mac)))?;
-            let outer_packet_size = if sa.outer_packet_size == 0 {
-                1500
-            } else {
-                sa.outer_packet_size
+            let outer_packet_size = match sa.outer_packet_size {
+                None | Some(0) => 1500,
+                Some(n) => n,
             };
             let outer_header_len = if sa.local.is_ipv4() { 20 } else { 40 };
             if !(outer_header_len + 64..=9000).contains(&outer_packet_size) {
@@ -409,19 +475,21 @@ impl IptfsConfig {
                     ),
                 ));
             }
-            let mode = match sa.mode {
+            let (rate_pps, l3_fixed_rate) =
+                (sa.rate_pps.unwrap_or(0), sa.l3_fixed_rate.unwrap_or(0));
+            let mode = match sa.mode() {
                 Mode::Demand => SendMode::Demand,
                 Mode::Plain => SendMode::Plain,
                 Mode::Iptfs => {
-                    if sa.rate_pps > 0 && sa.l3_fixed_rate > 0 {
+                    if rate_pps > 0 && l3_fixed_rate > 0 {
                         return Err(at("rate_pps", "give rate_pps or l3_fixed_rate".into()));
                     }
-                    if let Some(interval) = 1_000_000_000u64.checked_div(sa.rate_pps) {
+                    if let Some(interval) = 1_000_000_000u64.checked_div(rate_pps) {
                         SendMode::ConstantRate {
                             interval: interval.max(1),
                         }
-                    } else if sa.l3_fixed_rate > 0 {
-                        SendMode::l3_rate(sa.l3_fixed_rate, outer_packet_size)
+                    } else if l3_fixed_rate > 0 {
+                        SendMode::l3_rate(l3_fixed_rate, outer_packet_size)
                             .map_err(|e| at("l3_fixed_rate", e.to_string()))?
                     } else {
                         return Err(at(
@@ -436,13 +504,15 @@ impl IptfsConfig {
                 mode,
                 outer_packet_size,
                 outer_header_len,
-                dont_fragment: sa.dont_frag,
-                whole_packets_only: sa.mode != Mode::Iptfs,
+                dont_fragment: sa.dont_frag.unwrap_or(false),
+                whole_packets_only: sa.mode() != Mode::Iptfs,
                 init_delay: ms_or_us("init_delay", sa.init_delay_us, sa.init_delay_ms, 0)
                     .map_err(|e| at("init_delay", e))?,
-                max_aggregation_time: sa.max_aggregation_time_ms.map(|m| m * 1_000_000),
-                max_queue_bytes: sa.max_queue_size,
-                congestion_control: false,
+                max_aggregation_time: sa
+                    .max_aggregation_time_ms
+                    .map(|m| m.saturating_mul(1_000_000)),
+                max_queue_bytes: sa.max_queue_size.unwrap_or(DEFAULT_QUEUE),
+                congestion_control: sa.congestion_control.unwrap_or(false),
             };
             let drop_time = ms_or_us("drop_time", sa.drop_time_us, sa.drop_time_ms, 1_000_000_000)
                 .map_err(|e| at("drop_time", e))?;
@@ -450,12 +520,12 @@ impl IptfsConfig {
                 return Err(at("drop_time", "must be > 0".into()));
             }
             let receiver = iptfs::ReceiverConfig {
-                reorder_window: sa.reorder_window,
+                reorder_window: sa.reorder_window.unwrap_or(DEFAULT_REORDER),
                 drop_time,
-                send_immediately: sa.send_immediately,
-                strict_flags: sa.strict_flags,
+                send_immediately: sa.send_immediately.unwrap_or(false),
+                strict_flags: sa.strict_flags.unwrap_or(true),
             };
-            let plain = sa.mode == Mode::Plain;
+            let plain = sa.mode() == Mode::Plain;
             let dscp = match (&sa.dscp, sa.direction) {
                 (Some(_), Direction::In) => {
                     return Err(at("dscp", "only out SAs build outer headers".into()));

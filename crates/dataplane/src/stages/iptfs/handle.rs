@@ -62,6 +62,9 @@ pub struct StageCounters {
     /// In: ESP with this SA's SPI whose outer source or destination is not the SA's
     /// `remote` / `local`: dropped before decryption.
     pub outer_addr_mismatch: u64,
+    /// In: outer IP fragments of ESP to this SA: dropped, as the stage does not reassemble
+    /// outers (Linux would; a peer sending them has a PMTU or `outer_packet_size` problem).
+    pub outer_fragments: u64,
 }
 
 /// Names and values of a sender's counters.
@@ -120,7 +123,7 @@ pub fn rx_fields(c: &RxCounters) -> [(&'static str, u64); 29] {
 }
 
 /// Names and values of the stage's own counters.
-pub fn stage_fields(c: &StageCounters) -> [(&'static str, u64); 9] {
+pub fn stage_fields(c: &StageCounters) -> [(&'static str, u64); 10] {
     [
         ("selected_packets", c.selected),
         ("push_errors", c.push_errors),
@@ -131,6 +134,7 @@ pub fn stage_fields(c: &StageCounters) -> [(&'static str, u64); 9] {
         ("ecn_marked", c.ecn_marked),
         ("ecn_dropped", c.ecn_dropped),
         ("outer_addr_mismatch", c.outer_addr_mismatch),
+        ("outer_fragments", c.outer_fragments),
     ]
 }
 

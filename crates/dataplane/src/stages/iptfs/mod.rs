@@ -36,6 +36,8 @@
 //! - **Outer addresses**: ESP with an in SA's SPI from an address other than its `remote`, or
 //!   to a local address other than its `local`, is dropped undecrypted
 //!   (`outer_addr_mismatch`), so one peer cannot burn another's replay window.
+//! - **Outer fragments**: outers are not reassembled; an IPv4 or IPv6 fragment of ESP to an in
+//!   SA is dropped undecrypted and counted as `outer_fragments`.
 //!
 //! Counters per SA (codec and stage) are published to an [`IptfsHandle`] for the REST API and
 //! `/metrics`: at most every millisecond while packets flow, at once in a quiet round. Time is the worker's monotonic clock; [`Iptfs::process_at`] and
@@ -337,7 +339,7 @@ impl Iptfs {
                 }
                 Direction::In => {
                     let esp =
-                        EspInbound::new(c.spi, &s.key, c.esn, c.replay_window).map_err(err)?;
+                        EspInbound::new(c.spi, &s.key, c.esn, c.replay_window()).map_err(err)?;
                     by_spi.push((c.spi, i));
                     if !locals.contains(&c.local) {
                         locals.push(c.local);
@@ -353,7 +355,7 @@ impl Iptfs {
             sas.push(Sa {
                 name: c.name.clone(),
                 spi: c.spi,
-                mode: c.mode,
+                mode: c.mode(),
                 local: c.local,
                 remote: c.remote,
                 port: c.port,
@@ -486,6 +488,17 @@ impl Iptfs {
     fn receive(&mut self, now: Nanos, pkt: &mut PacketBuf, meta: &mut Meta, dst: IpAddr) -> Flow {
         let h = meta.hdr;
         let (start, end) = (usize::from(h.l4_off), usize::from(h.l3_end));
+        if h.fragment == Fragment::Later {
+            // No ESP header in it to find the SA by: charged to the in SA of this address pair.
+            let src = src_addr(pkt.frame(), &h);
+            if let Some(sa) = self.sas.iter_mut().find(|s| {
+                matches!(s.codec, Codec::In(_)) && s.local == dst && Some(s.remote) == src
+            }) {
+                sa.stats.outer_fragments += 1;
+                self.dirty = true;
+            }
+            return meta.drop_with(DropReason::IptfsRxError);
+        }
         let Some(spi) = pkt.frame().get(start..end).and_then(EspInbound::peek_spi) else {
             // Too short even for an SPI: no SA to charge it to.
             return meta.drop_with(DropReason::IptfsRxError);
@@ -503,8 +516,8 @@ impl Iptfs {
         }
         let outer_ce = ds_field(h.l3_bytes(frame)).is_some_and(|d| d & 3 == ECN_CE);
         if h.fragment != Fragment::None {
-            // Outer IP fragments are not reassembled.
-            self.sas[i].stats.push_errors += 1;
+            // Outer IP fragments are not reassembled: dropped undecrypted, counted apart.
+            self.sas[i].stats.outer_fragments += 1;
             self.dirty = true;
             return meta.drop_with(DropReason::IptfsRxError);
         }
