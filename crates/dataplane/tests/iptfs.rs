@@ -747,10 +747,10 @@ fn unmatched_traffic_continues() {
 /// Config mistakes are refused with the SA and field named.
 #[test]
 fn config_errors_name_the_field() {
-    let bad = |extra: &str, what: &str| {
+    let refused = |dir: &str, extra: &str| {
         let v: toml::Value = toml::from_str(&sa(
             "x",
-            "out",
+            dir,
             0xAAA,
             "10.0.1.2",
             "10.0.1.3",
@@ -759,9 +759,12 @@ fn config_errors_name_the_field() {
             extra,
         ))
         .unwrap();
-        let e = Iptfs::from_options(v.get("stage").and_then(|s| s.get("iptfs")))
+        Iptfs::from_options(v.get("stage").and_then(|s| s.get("iptfs")))
             .err()
-            .unwrap_or_else(|| panic!("{extra} accepted"));
+            .unwrap_or_else(|| panic!("{extra} accepted on an {dir} SA"))
+    };
+    let bad = |extra: &str, what: &str| {
+        let e = refused("out", extra);
         assert!(e.contains(what), "{e} should name {what}");
     };
     bad("mode = \"iptfs\"", "rate_pps");
@@ -774,20 +777,7 @@ fn config_errors_name_the_field() {
     bad("reorder_window = 5", "reorder_window");
     bad("replay_window = 128", "replay_window");
     let bad_in = |extra: &str, what: &str| {
-        let v: toml::Value = toml::from_str(&sa(
-            "x",
-            "in",
-            0xAAA,
-            "10.0.1.2",
-            "10.0.1.3",
-            2,
-            (R2_MAC, R1_MAC),
-            extra,
-        ))
-        .unwrap();
-        let e = Iptfs::from_options(v.get("stage").and_then(|s| s.get("iptfs")))
-            .err()
-            .unwrap_or_else(|| panic!("{extra} accepted on an in SA"));
+        let e = refused("in", extra);
         assert!(e.contains(what), "{e} should name {what}");
         assert!(e.contains("out SAs"), "{e} should say where it applies");
     };

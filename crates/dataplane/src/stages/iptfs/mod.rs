@@ -1021,30 +1021,24 @@ fn patch_exit(ip: &mut [u8], exit: Exit) -> bool {
 
 /// The IP source of a parsed IPv4/IPv6 frame.
 fn src_addr(frame: &[u8], h: &Headers) -> Option<IpAddr> {
-    let l3 = usize::from(h.l3_off);
-    match h.l3 {
-        L3Kind::Ipv4 => {
-            let b: [u8; 4] = frame.get(l3 + 12..l3 + 16)?.try_into().ok()?;
-            Some(IpAddr::V4(Ipv4Addr::from(b)))
-        }
-        L3Kind::Ipv6 => {
-            let b: [u8; 16] = frame.get(l3 + 8..l3 + 24)?.try_into().ok()?;
-            Some(IpAddr::V6(Ipv6Addr::from(b)))
-        }
-        _ => None,
-    }
+    ip_addr_at(frame, h, 12, 8)
 }
 
 /// The IP destination of a parsed IPv4/IPv6 frame.
 fn dst_addr(frame: &[u8], h: &Headers) -> Option<IpAddr> {
+    ip_addr_at(frame, h, 16, 24)
+}
+
+/// The address at header offset `v4` (IPv4) or `v6` (IPv6) of a parsed frame.
+fn ip_addr_at(frame: &[u8], h: &Headers, v4: usize, v6: usize) -> Option<IpAddr> {
     let l3 = usize::from(h.l3_off);
     match h.l3 {
         L3Kind::Ipv4 => {
-            let b: [u8; 4] = frame.get(l3 + 16..l3 + 20)?.try_into().ok()?;
+            let b: [u8; 4] = frame.get(l3 + v4..l3 + v4 + 4)?.try_into().ok()?;
             Some(IpAddr::V4(Ipv4Addr::from(b)))
         }
         L3Kind::Ipv6 => {
-            let b: [u8; 16] = frame.get(l3 + 24..l3 + 40)?.try_into().ok()?;
+            let b: [u8; 16] = frame.get(l3 + v6..l3 + v6 + 16)?.try_into().ok()?;
             Some(IpAddr::V6(Ipv6Addr::from(b)))
         }
         _ => None,
